@@ -196,6 +196,10 @@ type Outcome struct {
 	Stale bool
 	// Pending reports that the rule's trigger has not been met yet.
 	Pending bool
-	// Transition is the transition the report caused, when Changed.
+	// Transition is the last transition of the step, when Changed.
 	Transition Transition
+	// Transitions are every transition of the step, oldest first: those
+	// time alone made before the report (a cooldown that ended), then the
+	// report's own.
+	Transitions []Transition
 }

@@ -1,0 +1,318 @@
+package limiter
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// eps absorbs floating-point error in token levels, so that waiting exactly
+// the retry_after a deferral named is always enough.
+const eps = 1e-6
+
+// holdRecheck is the retry_after of a hold without an end.
+const holdRecheck = 5 * time.Minute
+
+// CountError reports a count that no wait would ever let through: it is
+// larger than a tier's configured capacity.
+type CountError struct {
+	Count uint32
+	Tier  Tier
+	Limit uint64
+}
+
+func (e *CountError) Error() string {
+	return fmt.Sprintf("count %d exceeds the %s tier's capacity of %d", e.Count, e.Tier, e.Limit)
+}
+
+// CheckCount returns a *CountError when count (0 means 1) is larger than a
+// configured tier limit of p.
+func (p *Provider) CheckCount(count uint32) error {
+	if count == 0 {
+		count = 1
+	}
+	for t, l := range p.Limits {
+		if l > 0 && uint64(count) > l {
+			return &CountError{Count: count, Tier: Tier(t), Limit: l}
+		}
+	}
+	return nil
+}
+
+// Admit decides whether count messages (0 means 1) may be sent for the key
+// whose record is rec at now, and on ALLOW, unless dryRun, takes count from
+// every tier. It is the whole admission step; a store calls it under the
+// key's lock. It allocates nothing.
+func Admit(rec *Record, p *Provider, count uint32, dryRun bool, now time.Time) Decision {
+	if count == 0 {
+		count = 1
+	}
+	st := derive(rec, p, now)
+	d := Decision{State: st.state, Factor: st.factor}
+	n := now.UnixNano()
+	need := float64(count)
+
+	var levels [NumTiers]float64
+	var caps [NumTiers]float64
+	short := false
+	var wait time.Duration
+	for t := Tier(0); t < NumTiers; t++ {
+		limit := p.Limits[t]
+		if limit == 0 {
+			continue
+		}
+		eff, ceil := effectiveLimit(&rec.Rep, p, t, st.factor, now)
+		c := float64(eff)
+		lv := level(&rec.Use.Buckets[t], p, t, c, n)
+		levels[t], caps[t] = lv, c
+		ts := TierStatus{Tier: t, Limit: eff, Configured: limit, Ceiling: ceil, Window: tierWindows[t], Calendar: t == Day && p.CalendarDay}
+		ts.Remaining = whole(lv)
+		ts.RetryAfter = untilLevel(p, t, lv, c, 1, n)
+		if lv+eps < need {
+			short = true
+			w := untilLevel(p, t, lv, c, need, n)
+			if w > wait {
+				wait, d.Limiting = w, t
+			}
+		}
+		d.Tiers.List[d.Tiers.N] = ts
+		d.Tiers.N++
+	}
+
+	switch st.state {
+	case Blocked:
+		d.Verdict, d.Reason, d.Until = Defer, ReasonBlocked, st.until
+		d.RetryAfter = positive(st.until.Sub(now))
+		return d
+	case Held:
+		d.Verdict, d.Reason, d.Until = Defer, ReasonHeld, st.until
+		if st.until.IsZero() {
+			d.RetryAfter = holdRecheck
+		} else {
+			d.RetryAfter = positive(st.until.Sub(now))
+		}
+		return d
+	case Probing:
+		slot := rec.Use.ProbeNext
+		if slot.Before(st.since) {
+			slot = st.since
+		}
+		if now.Before(slot) {
+			d.Verdict, d.Reason, d.Until = Defer, ReasonProbing, slot
+			d.RetryAfter = positive(slot.Sub(now))
+			return d
+		}
+		d.Probe = true
+	}
+	if short {
+		d.Verdict, d.Reason, d.RetryAfter = Defer, ReasonRateLimited, positive(wait)
+		d.Probe = false
+		return d
+	}
+	d.Verdict = Allow
+	if dryRun {
+		return d
+	}
+	for i := 0; i < d.Tiers.N; i++ {
+		ts := &d.Tiers.List[i]
+		t := ts.Tier
+		b := &rec.Use.Buckets[t]
+		b.Level = levels[t] - need
+		if b.At < n {
+			b.At = n
+		}
+		ts.Remaining = whole(b.Level)
+		ts.RetryAfter = untilLevel(p, t, b.Level, caps[t], 1, n)
+		rec.Use.Sent[t].add(n, int64(tierWindows[t]), need)
+	}
+	if d.Probe {
+		rec.Use.ProbeNext = now.Add(probeInterval(&rec.Rep, &p.Machine))
+	}
+	return d
+}
+
+// Refund gives count messages (0 means 1) back to every tier of rec, never
+// above capacity, and frees the probe slot when the key is probing: the
+// attempt was not made.
+func Refund(rec *Record, p *Provider, count uint32, now time.Time) {
+	if count == 0 {
+		count = 1
+	}
+	st := derive(rec, p, now)
+	n := now.UnixNano()
+	for t := Tier(0); t < NumTiers; t++ {
+		if p.Limits[t] == 0 {
+			continue
+		}
+		eff, _ := effectiveLimit(&rec.Rep, p, t, st.factor, now)
+		b := &rec.Use.Buckets[t]
+		if b.At == 0 {
+			continue // full
+		}
+		lv := level(b, p, t, float64(eff), n) + float64(count)
+		b.Level = math.Min(lv, float64(eff))
+		if b.At < n {
+			b.At = n
+		}
+		rec.Use.Sent[t].sub(n, int64(tierWindows[t]), float64(count))
+	}
+	if st.state == Probing && rec.Use.ProbeNext.After(now) {
+		rec.Use.ProbeNext = now
+	}
+}
+
+// effectiveLimit returns the limit of tier t after the learned ceiling and
+// the rate factor (at least 1), and the ceiling itself (0 when none).
+func effectiveLimit(rep *Reputation, p *Provider, t Tier, factor float64, now time.Time) (eff, ceiling uint64) {
+	limit := p.Limits[t]
+	c := limit
+	if ceiling = ceilingAt(rep, p, t, now); ceiling > 0 && ceiling < c {
+		c = ceiling
+	}
+	eff = uint64(float64(c)*factor + eps)
+	if eff < 1 {
+		eff = 1
+	}
+	if eff > c {
+		eff = c
+	}
+	return eff, ceiling
+}
+
+// ceilingAt returns tier t's learned ceiling at now, risen by one step of the
+// configured limit per clean CeilingRiseInterval; 0 when there is none or it
+// has risen back to the limit.
+func ceilingAt(rep *Reputation, p *Provider, t Tier, now time.Time) uint64 {
+	c := rep.Ceilings[t]
+	if c == 0 {
+		return 0
+	}
+	limit := p.Limits[t]
+	steps := intervals(rep.CeilingAt, now, p.Machine.CeilingRiseInterval)
+	v := float64(c) + float64(steps)*p.Machine.CeilingRiseStep*float64(limit)
+	if v >= float64(limit) {
+		return 0
+	}
+	return uint64(v)
+}
+
+// level returns the tokens of bucket b at n (Unix nanoseconds) for capacity
+// c. A clock that went backwards refills nothing.
+func level(b *Bucket, p *Provider, t Tier, c float64, n int64) float64 {
+	if b.At == 0 {
+		return c
+	}
+	if t == Day && p.CalendarDay {
+		if n > b.At && dayStart(n, p.location()) > dayStart(b.At, p.location()) {
+			return c
+		}
+		return math.Min(b.Level, c)
+	}
+	if n <= b.At {
+		return math.Min(b.Level, c)
+	}
+	lv := b.Level + float64(n-b.At)*c/float64(tierWindows[t])
+	return math.Min(lv, c)
+}
+
+// untilLevel returns how long until a bucket at level lv with capacity c
+// holds need tokens; 0 when it does.
+func untilLevel(p *Provider, t Tier, lv, c, need float64, n int64) time.Duration {
+	if lv+eps >= need {
+		return 0
+	}
+	if t == Day && p.CalendarDay {
+		loc := p.location()
+		return time.Duration(nextDayStart(n, loc) - n)
+	}
+	if need > c {
+		// More than the throttled capacity: it comes back as the factor
+		// ramps up; a whole window is the honest lower bound.
+		return tierWindows[t]
+	}
+	d := math.Ceil((need - lv - eps) * float64(tierWindows[t]) / c)
+	if d < 1 {
+		d = 1
+	}
+	return time.Duration(d)
+}
+
+// whole returns the whole tokens in lv.
+func whole(lv float64) uint64 {
+	if lv <= 0 {
+		return 0
+	}
+	return uint64(lv + eps)
+}
+
+func positive(d time.Duration) time.Duration {
+	if d < time.Millisecond {
+		return time.Millisecond
+	}
+	return d
+}
+
+// dayStart returns the Unix nanoseconds of the midnight, in loc, that begins
+// the day containing n.
+func dayStart(n int64, loc *time.Location) int64 {
+	tm := time.Unix(0, n).In(loc)
+	y, m, d := tm.Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, loc).UnixNano()
+}
+
+// nextDayStart returns the Unix nanoseconds of the next midnight in loc.
+func nextDayStart(n int64, loc *time.Location) int64 {
+	tm := time.Unix(0, n).In(loc)
+	y, m, d := tm.Date()
+	return time.Date(y, m, d+1, 0, 0, 0, 0, loc).UnixNano()
+}
+
+// intervals returns how many whole intervals d fit between from and now; 0
+// when now is not after from (a clock that went backwards).
+func intervals(from, now time.Time, d time.Duration) int64 {
+	if d <= 0 || !now.After(from) {
+		return 0
+	}
+	return int64(now.Sub(from) / d)
+}
+
+// add counts v messages sent at n in a window of length win.
+func (w *Window) add(n, win int64, v float64) {
+	w.roll(n, win)
+	w.Cur += v
+}
+
+// sub takes back v messages counted at n.
+func (w *Window) sub(n, win int64, v float64) {
+	w.roll(n, win)
+	w.Cur = math.Max(0, w.Cur-v)
+}
+
+func (w *Window) roll(n, win int64) {
+	start := n - n%win
+	switch {
+	case start == w.Start:
+	case start == w.Start+win:
+		w.Prev, w.Cur, w.Start = w.Cur, 0, start
+	case start > w.Start:
+		w.Prev, w.Cur, w.Start = 0, 0, start
+	}
+	// A clock that went backwards keeps counting in the current window.
+}
+
+// Rate estimates the messages sent in the last window of length win before
+// n: the current window's count plus the part of the previous window that
+// the sliding window still covers.
+func (w Window) Rate(n, win int64) float64 {
+	start := n - n%win
+	frac := float64(n-start) / float64(win)
+	switch {
+	case start == w.Start:
+		return w.Cur + w.Prev*(1-frac)
+	case start == w.Start+win:
+		return w.Cur * (1 - frac)
+	case start < w.Start:
+		return w.Cur + w.Prev
+	}
+	return 0
+}
