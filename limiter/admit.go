@@ -8,7 +8,7 @@ import (
 
 // eps absorbs floating-point error in token levels, so that waiting exactly
 // the retry_after a deferral named is always enough.
-const eps = 1e-6
+const eps = 1e-9
 
 // holdRecheck is the retry_after of a hold without an end.
 const holdRecheck = 5 * time.Minute
@@ -50,29 +50,21 @@ func Admit(rec *Record, p *Provider, count uint32, dryRun bool, now time.Time) D
 	st := derive(rec, p, now)
 	d := Decision{State: st.state, Factor: st.factor}
 	n := now.UnixNano()
-	need := float64(count)
-
-	var levels [NumTiers]float64
-	var caps [NumTiers]float64
 	short := false
-	var wait time.Duration
 	for t := Tier(0); t < NumTiers; t++ {
 		limit := p.Limits[t]
 		if limit == 0 {
 			continue
 		}
 		eff, ceil := effectiveLimit(&rec.Rep, p, t, st.factor, now)
-		c := float64(eff)
-		lv := level(&rec.Use.Buckets[t], p, t, c, n)
-		levels[t], caps[t] = lv, c
-		ts := TierStatus{Tier: t, Limit: eff, Configured: limit, Ceiling: ceil, Window: tierWindows[t], Calendar: t == Day && p.CalendarDay}
-		ts.Remaining = whole(lv)
-		ts.RetryAfter = untilLevel(p, t, lv, c, 1, n)
-		if lv+eps < need {
+		g := gauge(&rec.Use.Buckets[t], p, t, eff, n)
+		ts := TierStatus{Tier: t, Limit: eff, Configured: limit, Ceiling: ceil, Window: tierWindows[t], Calendar: g.calendar}
+		ts.Remaining = g.remaining()
+		ts.RetryAfter = g.wait(1)
+		if w := g.wait(count); w > 0 {
 			short = true
-			w := untilLevel(p, t, lv, c, need, n)
-			if w > wait {
-				wait, d.Limiting = w, t
+			if w > d.RetryAfter {
+				d.RetryAfter, d.Limiting = w, t
 			}
 		}
 		d.Tiers.List[d.Tiers.N] = ts
@@ -105,10 +97,10 @@ func Admit(rec *Record, p *Provider, count uint32, dryRun bool, now time.Time) D
 		d.Probe = true
 	}
 	if short {
-		d.Verdict, d.Reason, d.RetryAfter = Defer, ReasonRateLimited, positive(wait)
-		d.Probe = false
+		d.Verdict, d.Reason, d.Probe = Defer, ReasonRateLimited, false
 		return d
 	}
+	d.RetryAfter = 0
 	d.Verdict = Allow
 	if dryRun {
 		return d
@@ -116,14 +108,12 @@ func Admit(rec *Record, p *Provider, count uint32, dryRun bool, now time.Time) D
 	for i := 0; i < d.Tiers.N; i++ {
 		ts := &d.Tiers.List[i]
 		t := ts.Tier
-		b := &rec.Use.Buckets[t]
-		b.Level = levels[t] - need
-		if b.At < n {
-			b.At = n
-		}
-		ts.Remaining = whole(b.Level)
-		ts.RetryAfter = untilLevel(p, t, b.Level, caps[t], 1, n)
-		rec.Use.Sent[t].add(n, int64(tierWindows[t]), need)
+		g := gauge(&rec.Use.Buckets[t], p, t, ts.Limit, n)
+		g.take(&rec.Use.Buckets[t], count)
+		g = gauge(&rec.Use.Buckets[t], p, t, ts.Limit, n)
+		ts.Remaining = g.remaining()
+		ts.RetryAfter = g.wait(1)
+		rec.Use.Sent[t].add(n, int64(tierWindows[t]), float64(count))
 	}
 	if d.Probe {
 		rec.Use.ProbeNext = now.Add(probeInterval(&rec.Rep, &p.Machine))
@@ -145,19 +135,107 @@ func Refund(rec *Record, p *Provider, count uint32, now time.Time) {
 			continue
 		}
 		eff, _ := effectiveLimit(&rec.Rep, p, t, st.factor, now)
-		b := &rec.Use.Buckets[t]
-		if b.At == 0 {
-			continue // full
-		}
-		lv := level(b, p, t, float64(eff), n) + float64(count)
-		b.Level = math.Min(lv, float64(eff))
-		if b.At < n {
-			b.At = n
-		}
+		g := gauge(&rec.Use.Buckets[t], p, t, eff, n)
+		g.give(&rec.Use.Buckets[t], count)
 		rec.Use.Sent[t].sub(n, int64(tierWindows[t]), float64(count))
 	}
 	if st.state == Probing && rec.Use.ProbeNext.After(now) {
 		rec.Use.ProbeNext = now
+	}
+}
+
+// tierGauge is one bucket read at an instant: the arithmetic of a tier in
+// one place. Every value is an integer, in nanoseconds or messages.
+type tierGauge struct {
+	now      int64
+	limit    uint64 // effective capacity, >= 1
+	calendar bool
+	// rolling tier
+	interval int64 // emission interval: ceil(window / limit)
+	debt     int64 // max(TAT, now) - now: time until full
+	// calendar day tier
+	day, nextDay int64
+	used         uint64
+}
+
+func gauge(b *Bucket, p *Provider, t Tier, limit uint64, n int64) tierGauge {
+	g := tierGauge{now: n, limit: limit}
+	if t == Day && p.CalendarDay {
+		g.calendar = true
+		loc := p.location()
+		g.day, g.nextDay = dayStart(n, loc), nextDayStart(n, loc)
+		if b.TAT >= g.day {
+			// The same day (or a clock that went back into an earlier day
+			// keeps the later day's count: nothing is minted).
+			g.used = b.Used
+		}
+		return g
+	}
+	w := int64(tierWindows[t])
+	g.interval = (w + int64(limit) - 1) / int64(limit)
+	if b.TAT > n {
+		g.debt = b.TAT - n
+	}
+	return g
+}
+
+// capacity is the debt a full burst of limit messages would leave.
+func (g *tierGauge) capacity() int64 { return int64(g.limit) * g.interval }
+
+// remaining returns the whole messages available now.
+func (g *tierGauge) remaining() uint64 {
+	if g.calendar {
+		if g.used >= g.limit {
+			return 0
+		}
+		return g.limit - g.used
+	}
+	r := (g.capacity() - g.debt) / g.interval
+	if r < 0 {
+		return 0
+	}
+	return uint64(r)
+}
+
+// wait returns how long until count messages are available; 0 when they
+// are now.
+func (g *tierGauge) wait(count uint32) time.Duration {
+	if g.calendar {
+		if g.used+uint64(count) <= g.limit {
+			return 0
+		}
+		return time.Duration(g.nextDay - g.now)
+	}
+	over := g.debt + int64(count)*g.interval - g.capacity()
+	if over <= 0 {
+		return 0
+	}
+	return time.Duration(over)
+}
+
+// take consumes count messages from b, which must hold them.
+func (g *tierGauge) take(b *Bucket, count uint32) {
+	if g.calendar {
+		b.TAT, b.Used = max(b.TAT, g.day), g.used+uint64(count)
+		return
+	}
+	b.TAT = g.now + g.debt + int64(count)*g.interval
+}
+
+// give returns count messages to b, never above capacity.
+func (g *tierGauge) give(b *Bucket, count uint32) {
+	if g.calendar {
+		if g.used > uint64(count) {
+			b.Used = g.used - uint64(count)
+		} else {
+			b.Used = 0
+		}
+		return
+	}
+	if d := g.debt - int64(count)*g.interval; d > 0 {
+		b.TAT = g.now + d
+	} else {
+		b.TAT = 0
 	}
 }
 
@@ -194,55 +272,6 @@ func ceilingAt(rep *Reputation, p *Provider, t Tier, now time.Time) uint64 {
 		return 0
 	}
 	return uint64(v)
-}
-
-// level returns the tokens of bucket b at n (Unix nanoseconds) for capacity
-// c. A clock that went backwards refills nothing.
-func level(b *Bucket, p *Provider, t Tier, c float64, n int64) float64 {
-	if b.At == 0 {
-		return c
-	}
-	if t == Day && p.CalendarDay {
-		if n > b.At && dayStart(n, p.location()) > dayStart(b.At, p.location()) {
-			return c
-		}
-		return math.Min(b.Level, c)
-	}
-	if n <= b.At {
-		return math.Min(b.Level, c)
-	}
-	lv := b.Level + float64(n-b.At)*c/float64(tierWindows[t])
-	return math.Min(lv, c)
-}
-
-// untilLevel returns how long until a bucket at level lv with capacity c
-// holds need tokens; 0 when it does.
-func untilLevel(p *Provider, t Tier, lv, c, need float64, n int64) time.Duration {
-	if lv+eps >= need {
-		return 0
-	}
-	if t == Day && p.CalendarDay {
-		loc := p.location()
-		return time.Duration(nextDayStart(n, loc) - n)
-	}
-	if need > c {
-		// More than the throttled capacity: it comes back as the factor
-		// ramps up; a whole window is the honest lower bound.
-		return tierWindows[t]
-	}
-	d := math.Ceil((need - lv - eps) * float64(tierWindows[t]) / c)
-	if d < 1 {
-		d = 1
-	}
-	return time.Duration(d)
-}
-
-// whole returns the whole tokens in lv.
-func whole(lv float64) uint64 {
-	if lv <= 0 {
-		return 0
-	}
-	return uint64(lv + eps)
 }
 
 func positive(d time.Duration) time.Duration {

@@ -504,11 +504,11 @@ func Idle(rec *Record, p *Provider, now time.Time) bool {
 		if ceilingAt(rep, p, t, now) > 0 {
 			return false
 		}
-		if p.Limits[t] == 0 || rec.Use.Buckets[t].At == 0 {
+		if p.Limits[t] == 0 {
 			continue
 		}
 		eff, _ := effectiveLimit(rep, p, t, 1, now)
-		if level(&rec.Use.Buckets[t], p, t, float64(eff), n)+eps < float64(eff) {
+		if g := gauge(&rec.Use.Buckets[t], p, t, eff, n); g.remaining() < eff {
 			return false
 		}
 	}

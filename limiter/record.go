@@ -64,12 +64,18 @@ type Usage struct {
 	ProbeNext time.Time
 }
 
-// Bucket is one tier's token bucket: Level tokens at At (Unix nanoseconds).
-// At == 0 means full. For a calendar day tier Level is what is left of the
-// calendar day that contains At.
+// Bucket is one tier's token bucket, kept as GCRA state in integer
+// nanoseconds so that retry_after is exact.
+//
+// For a rolling tier, TAT (theoretical arrival time, Unix nanoseconds) is
+// the instant at which the bucket will be full again; zero or past means
+// full. Each message moves it forward by the tier's emission interval
+// (window / limit, rounded up so that the tier never admits more than its
+// limit). For a calendar day tier, TAT is the start of the day whose count
+// Used holds.
 type Bucket struct {
-	Level float64
-	At    int64
+	TAT  int64
+	Used uint64
 }
 
 // Window counts messages sent in the current fixed window of a tier (which
