@@ -198,6 +198,8 @@ func Apply(rec *Record, p *Provider, r Report, now time.Time) (Outcome, Change) 
 		if tr, ok := step(rec, p, m, r, now); ok {
 			trs = append(trs, tr)
 			ch = Transitioned
+			out.Changed = true
+			out.Transition = tr
 		}
 	}
 	st := derive(rec, p, now)
@@ -209,11 +211,7 @@ func Apply(rec *Record, p *Provider, r Report, now time.Time) (Outcome, Change) 
 			out.Until = st.since
 		}
 	}
-	if len(trs) > 0 {
-		out.Changed = true
-		out.Transition = trs[len(trs)-1]
-		out.Transitions = trs
-	}
+	out.Transitions = trs
 	return out, ch
 }
 

@@ -195,14 +195,15 @@ type Outcome struct {
 	State State
 	// Until is the end of a block, hold or probe wait, when there is one.
 	Until time.Time
-	// Changed reports that the report moved the state.
+	// Changed reports that the report itself moved the state (a cooldown
+	// that ended before it is in Transitions, but is not the report's doing).
 	Changed bool
 	// Stale reports that the attempt predates the current state, so the
 	// report was only counted.
 	Stale bool
 	// Pending reports that the rule's trigger has not been met yet.
 	Pending bool
-	// Transition is the last transition of the step, when Changed.
+	// Transition is the report's own transition, when Changed.
 	Transition Transition
 	// Transitions are every transition of the step, oldest first: those
 	// time alone made before the report (a cooldown that ended), then the
