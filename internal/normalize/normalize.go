@@ -66,13 +66,15 @@ func IP(s string) (string, error) {
 		return s, nil
 	}
 	addr = addr.Unmap()
-	// Render into a stack buffer and compare, so that a canonical input is
-	// returned without allocating; only a non-canonical one costs the new
-	// string. The longest rendering is a full IPv6 address, 39 bytes.
+	// Render into a stack buffer and compare, so that a canonical input (or
+	// a mapped IPv4 written canonically) is returned without allocating; only
+	// other forms cost the new string. The longest rendering is a full IPv6
+	// address, 39 bytes.
 	var buf [48]byte
 	out := addr.AppendTo(buf[:0])
-	if string(out) == s {
-		return s, nil
+	if strings.HasSuffix(s, string(out)) {
+		// Canonical, or a mapped "::ffff:1.2.3.4" whose tail is the answer.
+		return s[len(s)-len(out):], nil
 	}
 	return string(out), nil
 }
