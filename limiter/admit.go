@@ -10,6 +10,9 @@ import (
 // the retry_after a deferral named is always enough.
 const eps = 1e-9
 
+// minDay is shorter than any calendar day, daylight saving included.
+const minDay = 20 * time.Hour
+
 // holdRecheck is the retry_after of a hold without an end.
 const holdRecheck = 5 * time.Minute
 
@@ -43,33 +46,34 @@ func (p *Provider) CheckCount(count uint32) error {
 // whose record is rec at now, and on ALLOW, unless dryRun, takes count from
 // every tier. It is the whole admission step; a store calls it under the
 // key's lock. It allocates nothing.
-func Admit(rec *Record, p *Provider, count uint32, dryRun bool, now time.Time) Decision {
+func Admit(rec *Record, p *Provider, count uint32, dryRun bool, now time.Time) (d Decision) {
 	if count == 0 {
 		count = 1
 	}
 	st := derive(rec, p, now)
-	d := Decision{State: st.state, Factor: st.factor}
+	d.State, d.Factor = st.state, st.factor
 	n := now.UnixNano()
 	short := false
+	// Each tier is read once into its gauge; the arithmetic below works on
+	// the gauges, and the tiers' status is filled in once at the end.
+	var gauges [NumTiers]tierGauge
 	for t := Tier(0); t < NumTiers; t++ {
 		limit := p.Limits[t]
 		if limit == 0 {
 			continue
 		}
 		eff, ceil := effectiveLimit(&rec.Rep, p, t, st.factor, now)
-		g := gauge(&rec.Use.Buckets[t], p, t, eff, n)
-		ts := TierStatus{Tier: t, Limit: eff, Configured: limit, Ceiling: ceil, Window: tierWindows[t], Calendar: g.calendar}
-		ts.Remaining = g.remaining()
-		ts.RetryAfter = g.wait(1)
-		if w := g.wait(count); w > 0 {
+		gauges[t] = gauge(&rec.Use.Buckets[t], p, t, eff, n)
+		if w := gauges[t].wait(count); w > 0 {
 			short = true
 			if w > d.RetryAfter {
 				d.RetryAfter, d.Limiting = w, t
 			}
 		}
-		d.Tiers.List[d.Tiers.N] = ts
+		d.Tiers.List[d.Tiers.N] = TierStatus{Tier: t, Limit: eff, Configured: limit, Ceiling: ceil, Window: tierWindows[t], Calendar: gauges[t].calendar}
 		d.Tiers.N++
 	}
+	defer d.Tiers.fill(&gauges) // d is the named result: every return sees this
 
 	switch st.state {
 	case Blocked:
@@ -106,19 +110,24 @@ func Admit(rec *Record, p *Provider, count uint32, dryRun bool, now time.Time) D
 		return d
 	}
 	for i := 0; i < d.Tiers.N; i++ {
-		ts := &d.Tiers.List[i]
-		t := ts.Tier
-		g := gauge(&rec.Use.Buckets[t], p, t, ts.Limit, n)
-		g.take(&rec.Use.Buckets[t], count)
-		g = gauge(&rec.Use.Buckets[t], p, t, ts.Limit, n)
-		ts.Remaining = g.remaining()
-		ts.RetryAfter = g.wait(1)
+		t := d.Tiers.List[i].Tier
+		gauges[t].take(&rec.Use.Buckets[t], count)
 		rec.Use.Sent[t].add(n, int64(tierWindows[t]), float64(count))
 	}
 	if d.Probe {
 		rec.Use.ProbeNext = now.Add(probeInterval(&rec.Rep, &p.Machine))
 	}
 	return d
+}
+
+// fill sets each tier's Remaining and RetryAfter from its gauge.
+func (ts *Tiers) fill(gauges *[NumTiers]tierGauge) {
+	for i := 0; i < ts.N; i++ {
+		s := &ts.List[i]
+		g := &gauges[s.Tier]
+		s.Remaining = g.remaining()
+		s.RetryAfter = g.wait(1)
+	}
 }
 
 // Refund gives count messages (0 means 1) back to every tier of rec, never
@@ -154,16 +163,21 @@ type tierGauge struct {
 	interval int64 // emission interval: ceil(window / limit)
 	debt     int64 // max(TAT, now) - now: time until full
 	// calendar day tier
-	day, nextDay int64
-	used         uint64
+	day  int64 // start of the current day
+	used uint64
+	loc  *time.Location
 }
 
 func gauge(b *Bucket, p *Provider, t Tier, limit uint64, n int64) tierGauge {
 	g := tierGauge{now: n, limit: limit}
 	if t == Day && p.CalendarDay {
-		g.calendar = true
-		loc := p.location()
-		g.day, g.nextDay = dayStart(n, loc), nextDayStart(n, loc)
+		g.calendar, g.loc = true, p.location()
+		if b.TAT != 0 && n >= b.TAT && n-b.TAT < int64(minDay) {
+			// Touched earlier today: no time zone arithmetic on the hot path.
+			g.day, g.used = b.TAT, b.Used
+			return g
+		}
+		g.day = dayStart(n, g.loc)
 		if b.TAT >= g.day {
 			// The same day (or a clock that went back into an earlier day
 			// keeps the later day's count: nothing is minted).
@@ -204,7 +218,7 @@ func (g *tierGauge) wait(count uint32) time.Duration {
 		if g.used+uint64(count) <= g.limit {
 			return 0
 		}
-		return time.Duration(g.nextDay - g.now)
+		return time.Duration(nextDayStart(g.now, g.loc) - g.now)
 	}
 	over := g.debt + int64(count)*g.interval - g.capacity()
 	if over <= 0 {
@@ -213,13 +227,16 @@ func (g *tierGauge) wait(count uint32) time.Duration {
 	return time.Duration(over)
 }
 
-// take consumes count messages from b, which must hold them.
+// take consumes count messages from b, which must hold them, and keeps g
+// in step with b.
 func (g *tierGauge) take(b *Bucket, count uint32) {
 	if g.calendar {
-		b.TAT, b.Used = max(b.TAT, g.day), g.used+uint64(count)
+		g.used += uint64(count)
+		b.TAT, b.Used = max(b.TAT, g.day), g.used
 		return
 	}
-	b.TAT = g.now + g.debt + int64(count)*g.interval
+	g.debt += int64(count) * g.interval
+	b.TAT = g.now + g.debt
 }
 
 // give returns count messages to b, never above capacity.
@@ -318,6 +335,9 @@ func (w *Window) sub(n, win int64, v float64) {
 }
 
 func (w *Window) roll(n, win int64) {
+	if n >= w.Start && n-w.Start < win {
+		return // the current window: no division on the hot path
+	}
 	start := n - n%win
 	switch {
 	case start == w.Start:
