@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/sendgate/sendgate/internal/config"
+	"github.com/sendgate/sendgate/internal/resolve"
+	"github.com/sendgate/sendgate/limiter"
+	"github.com/sendgate/sendgate/limiter/memstore"
+	"github.com/sendgate/sendgate/server"
+)
+
+// shutdownTimeout bounds the graceful part of a shutdown; in-flight calls
+// still running then are cut off.
+const shutdownTimeout = 10 * time.Second
+
+func serveCommand() *command {
+	return &command{
+		name:    "serve",
+		summary: "run the sendgate gRPC service (and its HTTP health endpoints)",
+		help: `Serves the AdmissionService and AdminService of sendgate.v1, the standard gRPC
+health service and server reflection on --grpc-addr, and /healthz (the
+process is up) and /readyz (it accepts calls) on --http-addr.
+
+The policy is the built-in one, or the built-in one overridden and extended by
+the YAML file --config names ('sendgate policy --config FILE' prints the
+result). A bad file is refused at start with the file, line and reason.
+
+SIGINT or SIGTERM shuts down gracefully: health and /readyz turn NOT_SERVING,
+calls in flight finish (for at most 10s), then the process exits 0.`,
+		example: `  sendgate serve
+  sendgate serve --config /etc/sendgate.yaml --grpc-addr 0.0.0.0:7878 --log-format json`,
+		maxArgs: 0,
+		define: func(fs *flag.FlagSet) runner {
+			var o serveOptions
+			fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7878", "listen `address` of the gRPC service")
+			fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7879", "listen `address` of /healthz and /readyz (empty: none)")
+			fs.StringVar(&o.configPath, "config", "", "policy `file` (YAML) over the built-in policy; empty: the built-in policy")
+			fs.StringVar(&o.store, "store", "memory", "where key state lives: memory (lost at exit)")
+			fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+			fs.StringVar(&o.logLevel, "log-level", "info", "least log level: debug, info, warn or error")
+			fs.BoolVar(&o.noDNS, "no-dns", false, "resolve providers from the table only, without MX lookups")
+			return func(inv *invocation) error { return serve(inv, o) }
+		},
+	}
+}
+
+type serveOptions struct {
+	grpcAddr, httpAddr  string
+	configPath          string
+	store               string
+	logFormat, logLevel string
+	noDNS               bool
+}
+
+// newLogger returns the serve log, on w.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, &usageError{cmd: "serve", msg: fmt.Sprintf("serve: --log-level %q: want debug, info, warn or error", level)}
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, &usageError{cmd: "serve", msg: fmt.Sprintf("serve: --log-format %q: want text or json", format)}
+}
+
+// loadConfig returns the policy of path, or the built-in one when path is
+// empty.
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Builtin()
+	}
+	return config.Load(path)
+}
+
+// openStore opens the store named kind. It is the one place that knows the
+// kinds: "memory" now; "embedded" (a local file) and "redis" come later.
+func openStore(kind string, pol *limiter.Policy) (limiter.Store, error) {
+	switch kind {
+	case "memory":
+		return memstore.New(memstore.Options{Policy: pol.For}), nil
+	case "embedded", "redis":
+		return nil, &usageError{cmd: "serve", msg: fmt.Sprintf("serve: --store %s is not available yet; use memory", kind)}
+	}
+	return nil, &usageError{cmd: "serve", msg: fmt.Sprintf("serve: --store %q: want memory", kind)}
+}
+
+// lookuper returns the MX lookups of provider resolution: nil with --no-dns,
+// the DNS server the configuration names, or the system resolver.
+func lookuper(dns config.DNSConfig, noDNS bool) resolve.MXLookuper {
+	switch {
+	case noDNS:
+		return nil
+	case dns.Server != "":
+		return &resolve.DNSClient{Server: dns.Server}
+	}
+	return &net.Resolver{}
+}
+
+func serve(inv *invocation, o serveOptions) error {
+	log, err := newLogger(inv.stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(o.configPath)
+	if err != nil {
+		return err
+	}
+	res, err := resolve.New(cfg.Providers, lookuper(cfg.DNS, o.noDNS), resolve.Options{
+		Timeout:     cfg.DNS.Timeout,
+		MinTTL:      cfg.DNS.MinTTL,
+		MaxTTL:      cfg.DNS.MaxTTL,
+		NegativeTTL: cfg.DNS.NegativeTTL,
+	})
+	if err != nil {
+		return fmt.Errorf("provider table: %w", err)
+	}
+	cls, err := cfg.Classifier()
+	if err != nil {
+		return fmt.Errorf("reply rules: %w", err)
+	}
+	store, err := openStore(o.store, cfg.Policy)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	lim := limiter.New(store, cfg.Policy, limiter.Options{
+		OnTransition: func(k limiter.Key, t limiter.Transition) {
+			log.Info("transition", "ip", k.IP, "provider", k.Provider, "from", t.From.String(), "to", t.To.String(),
+				"reason", t.Reason, "actor", t.Actor, "reply", t.Reply)
+		},
+	})
+	srv, err := server.New(server.Options{Limiter: lim, Resolver: res, Classifier: cls, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	glis, err := net.Listen("tcp", o.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("grpc listener: %w", err)
+	}
+	g := grpc.NewServer()
+	srv.Register(g)
+
+	var ready atomic.Bool
+	var hsrv *http.Server
+	var hlis net.Listener
+	if o.httpAddr != "" {
+		hlis, err = net.Listen("tcp", o.httpAddr)
+		if err != nil {
+			glis.Close()
+			return fmt.Errorf("http listener: %w", err)
+		}
+		hsrv = &http.Server{Handler: healthHandler(&ready), ReadHeaderTimeout: 5 * time.Second}
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- g.Serve(glis) }()
+	if hsrv != nil {
+		go func() {
+			if err := hsrv.Serve(hlis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http: %w", err)
+			}
+		}()
+	}
+	ready.Store(true)
+	attrs := []any{"grpc", glis.Addr().String(), "store", o.store, "config", configName(o.configPath),
+		"providers", len(cfg.Providers), "rules", len(cfg.Rules)}
+	if hlis != nil {
+		attrs = append(attrs, "http", hlis.Addr().String())
+	}
+	log.Info("sendgate serving", attrs...)
+
+	var serveErr error
+	select {
+	case <-inv.ctx.Done():
+		log.Info("shutting down", "deadline", shutdownTimeout.String())
+	case serveErr = <-errc:
+		log.Error("server failed, shutting down", "error", serveErr)
+	}
+	ready.Store(false)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx, g); err != nil {
+		log.Warn("graceful shutdown timed out; calls in flight were cut off", "error", err)
+	}
+	if hsrv != nil {
+		if err := hsrv.Shutdown(sctx); err != nil {
+			hsrv.Close()
+		}
+	}
+	if err := store.Close(); err != nil {
+		log.Warn("closing the store", "error", err)
+	}
+	if serveErr != nil {
+		return serveErr
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func configName(path string) string {
+	if path == "" {
+		return "built-in"
+	}
+	return path
+}
+
+// healthHandler serves /healthz (200 while the process runs) and /readyz
+// (200 while it accepts calls, 503 once shutting down).
+func healthHandler(ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "shutting down\n")
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	return mux
+}
+
+// policyCommand prints the effective policy; it needs no server.
+func policyCommand() *command {
+	return &command{
+		name:    "policy",
+		summary: "print the effective policy as YAML (no server needed)",
+		help: `Prints the built-in policy, or the built-in policy overridden and extended by
+--config, in the configuration file format: providers, tiers, state machine
+parameters, reply rules and DNS settings. The output loads again as a file.
+A bad file is refused with the file, line and reason.`,
+		example: `  sendgate policy
+  sendgate policy --config /etc/sendgate.yaml > effective.yaml`,
+		maxArgs: 0,
+		define: func(fs *flag.FlagSet) runner {
+			path := fs.String("config", "", "policy `file` (YAML) over the built-in policy")
+			return func(inv *invocation) error {
+				cfg, err := loadConfig(*path)
+				if err != nil {
+					return err
+				}
+				out, err := cfg.YAML()
+				if err != nil {
+					return fmt.Errorf("print policy: %w", err)
+				}
+				_, err = inv.stdout.Write(out)
+				return err
+			}
+		},
+	}
+}
