@@ -58,6 +58,46 @@ func (l *Limiter) Check(ctx context.Context, key Key, count uint32, dryRun bool,
 	return d, nil
 }
 
+// CheckBatch decides many checks at once, in order, through the store's
+// [BatchAdmitter] when it has one. Each item's Provider is filled in from
+// the policy; a count above a tier's capacity fails the whole batch with the
+// item's index, before anything is decided.
+func (l *Limiter) CheckBatch(ctx context.Context, items []AdmitItem) ([]Decision, error) {
+	pol := l.policy.Load()
+	for i := range items {
+		it := &items[i]
+		it.Provider = pol.For(it.Key.Provider)
+		if err := it.Provider.CheckCount(it.Count); err != nil {
+			return nil, &ItemError{Index: i, Err: err}
+		}
+	}
+	if b, ok := l.store.(BatchAdmitter); ok {
+		ds, err := b.AdmitBatch(ctx, items)
+		if err != nil {
+			return nil, fmt.Errorf("admit batch: %w", err)
+		}
+		return ds, nil
+	}
+	ds := make([]Decision, len(items))
+	for i, it := range items {
+		d, err := l.store.Admit(ctx, it.Key, it.Provider, it.Count, it.DryRun, it.Now)
+		if err != nil {
+			return nil, fmt.Errorf("admit %v: %w", it.Key, err)
+		}
+		ds[i] = d
+	}
+	return ds, nil
+}
+
+// ItemError is the failure of one item of a batch.
+type ItemError struct {
+	Index int
+	Err   error
+}
+
+func (e *ItemError) Error() string { return fmt.Sprintf("item %d: %v", e.Index, e.Err) }
+func (e *ItemError) Unwrap() error { return e.Err }
+
 // Report runs a classified report through key's state machine. A report of
 // class NotAttempted refunds the tokens instead.
 func (l *Limiter) Report(ctx context.Context, key Key, r Report, now time.Time) (Outcome, error) {

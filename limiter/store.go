@@ -60,3 +60,19 @@ type Entry struct {
 
 // ErrUnavailable wraps a store's failure to reach its backend.
 var ErrUnavailable = errors.New("store unavailable")
+
+// AdmitItem is one check of a batch.
+type AdmitItem struct {
+	Key      Key
+	Provider *Provider
+	Count    uint32
+	DryRun   bool
+	Now      time.Time
+}
+
+// BatchAdmitter is implemented by stores that decide many checks in fewer
+// round trips than one per item (Redis pipelines them). Items of the same
+// key are decided in order.
+type BatchAdmitter interface {
+	AdmitBatch(ctx context.Context, items []AdmitItem) ([]Decision, error)
+}

@@ -90,9 +90,12 @@ const (
 	ReasonBlocked
 	ReasonProbing
 	ReasonHeld
+	// ReasonUnavailable: the store could not be reached and the caller
+	// chose to fail closed.
+	ReasonUnavailable
 )
 
-var reasonNames = [...]string{"", "RATE_LIMITED", "BLOCKED", "PROBING", "HELD"}
+var reasonNames = [...]string{"", "RATE_LIMITED", "BLOCKED", "PROBING", "HELD", "UNAVAILABLE"}
 
 // String returns the reason's name ("" for NoReason). It never panics.
 func (r Reason) String() string {

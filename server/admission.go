@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -44,13 +45,29 @@ func (s *Server) CanSendBatch(ctx context.Context, r *sendgatev1.CanSendBatchReq
 		}
 		args[i] = a
 	}
+	items := make([]limiter.AdmitItem, len(args))
+	for i, a := range args {
+		items[i] = limiter.AdmitItem{Key: a.key, Count: a.count, DryRun: a.dryRun, Now: now}
+	}
+	// One call for the whole batch: a store that pipelines (Redis) makes one
+	// round trip per shard instead of one per item.
+	ds, err := s.lim.CheckBatch(ctx, items)
+	if err != nil {
+		field := ""
+		var ie *limiter.ItemError
+		if errors.As(err, &ie) {
+			field = "requests[" + strconv.Itoa(ie.Index) + "].count"
+		}
+		return nil, s.toStatus(ctx, err, field)
+	}
 	out := &sendgatev1.CanSendBatchResponse{Responses: make([]*sendgatev1.CanSendResponse, len(args))}
 	for i, a := range args {
-		resp, err := s.canSend(ctx, a, now)
-		if err != nil {
-			return nil, s.toStatus(ctx, err, "requests["+strconv.Itoa(i)+"].count")
+		d := &ds[i]
+		var why string
+		if d.Verdict == limiter.Defer && (d.Reason == limiter.ReasonBlocked || d.Reason == limiter.ReasonHeld) {
+			why = s.stateReason(ctx, a.key, now)
 		}
-		out.Responses[i] = resp
+		out.Responses[i] = canSendResponse(d, a.key.Provider, a.count, why)
 	}
 	return out, nil
 }

@@ -44,7 +44,7 @@ func classToProto(c limiter.Class) sendgatev1.Classification {
 }
 
 func reasonToProto(r limiter.Reason) sendgatev1.DeferReason {
-	if r > limiter.ReasonHeld {
+	if r > limiter.ReasonUnavailable {
 		return sendgatev1.DeferReason_DEFER_REASON_UNSPECIFIED
 	}
 	return sendgatev1.DeferReason(r)
@@ -312,6 +312,9 @@ func detail(d *limiter.Decision, count uint32, why string) string {
 			b = append(b, ": "...)
 			b = append(b, why...)
 		}
+	case limiter.ReasonUnavailable:
+		b = append(b, "the state store is unreachable and sendgate fails closed: retry in "...)
+		b = appendDuration(b, d.RetryAfter)
 	default:
 		b = append(b, "deferred, retry in "...)
 		b = appendDuration(b, d.RetryAfter)

@@ -74,7 +74,7 @@ func TestServeAndDrive(t *testing.T) {
 	}
 	grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
 	var logs syncBuffer
-	srv := exec.Command(bin, "serve", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--config", cfgPath, "--no-dns", "--log-format", "json")
+	srv := exec.Command(bin, "serve", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--config", cfgPath, "--no-dns", "--log-format", "json", "--data-dir", filepath.Join(dir, "data"))
 	srv.Stdout, srv.Stderr = &logs, &logs
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -259,7 +259,8 @@ func TestRunInProcess(t *testing.T) {
 		{args: []string{"frobnicate"}, code: 2, stderr: []string{`unknown command "frobnicate"`}},
 		{args: []string{"check", "--help"}, code: 0, stdout: []string{"exit 3", "--dry-run", "--count", "Example:"}},
 		{args: []string{"check", "--bogus"}, code: 2, stderr: []string{"flag provided but not defined: -bogus", "sendgate check --help"}},
-		{args: []string{"serve", "--store", "redis"}, code: 2, stderr: []string{"--store redis is not available yet"}},
+		{args: []string{"serve", "--store", "redis", "--redis-addr", "127.0.0.1:1", "--redis-timeout", "200ms", "--grpc-addr", "127.0.0.1:0", "--http-addr", ""}, code: 1, stderr: []string{"redis 127.0.0.1:1", "store unavailable"}},
+		{args: []string{"serve", "--store", "sqlite"}, code: 2, stderr: []string{`--store "sqlite": want embedded, memory or redis`}},
 		{args: []string{"serve", "--log-format", "xml"}, code: 2, stderr: []string{`--log-format "xml"`}},
 		{args: []string{"serve", "--config", badPath}, code: 1, stderr: []string{"bad.yaml:3"}},
 		{args: []string{"policy"}, code: 0, stdout: []string{"tencent:", "qq.com"}},

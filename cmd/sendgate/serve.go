@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,12 +10,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync/atomic"
+	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/sendgate/sendgate/internal/boltstore"
 	"github.com/sendgate/sendgate/internal/config"
+	"github.com/sendgate/sendgate/internal/failover"
+	"github.com/sendgate/sendgate/internal/redisstore"
 	"github.com/sendgate/sendgate/internal/resolve"
 	"github.com/sendgate/sendgate/limiter"
 	"github.com/sendgate/sendgate/limiter/memstore"
@@ -47,7 +52,17 @@ calls in flight finish (for at most 10s), then the process exits 0.`,
 			fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:7878", "listen `address` of the gRPC service")
 			fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7879", "listen `address` of /healthz and /readyz (empty: none)")
 			fs.StringVar(&o.configPath, "config", "", "policy `file` (YAML) over the built-in policy; empty: the built-in policy")
-			fs.StringVar(&o.store, "store", "memory", "where key state lives: memory (lost at exit)")
+			fs.StringVar(&o.store, "store", "embedded", "where key state lives: embedded (a local file under --data-dir), memory (lost at exit) or redis (shared by replicas)")
+			fs.StringVar(&o.dataDir, "data-dir", "./sendgate-data", "`directory` of the embedded store's file (sendgate.db)")
+			fs.DurationVar(&o.flushInterval, "flush-interval", time.Second, "embedded store: how often tier consumption is written; a crash loses at most this much")
+			fs.StringVar(&o.redisAddr, "redis-addr", "127.0.0.1:6379", "redis store: `addresses`, comma-separated (several, or one Cluster node: Cluster is detected)")
+			fs.BoolVar(&o.redisCluster, "redis-cluster", false, "redis store: force Cluster mode")
+			fs.StringVar(&o.redisPrefix, "redis-prefix", "sg:", "redis store: key `prefix`")
+			fs.StringVar(&o.redisUser, "redis-username", "", "redis store: ACL user (the password comes from $SENDGATE_REDIS_PASSWORD)")
+			fs.BoolVar(&o.redisTLS, "redis-tls", false, "redis store: connect with TLS (system roots)")
+			fs.DurationVar(&o.redisTimeout, "redis-timeout", 500*time.Millisecond, "redis store: longest wait for one Redis call")
+			fs.BoolVar(&o.failOpen, "redis-fail-open", false, "redis store: while Redis is unreachable, decide from a local memory store at --fallback-share of every limit instead of answering DEFER (fail closed)")
+			fs.Float64Var(&o.fallbackShare, "fallback-share", 0.5, "redis store, fail-open: share of every tier limit the local fallback allows")
 			fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 			fs.StringVar(&o.logLevel, "log-level", "info", "least log level: debug, info, warn or error")
 			fs.BoolVar(&o.noDNS, "no-dns", false, "resolve providers from the table only, without MX lookups")
@@ -62,6 +77,14 @@ type serveOptions struct {
 	store               string
 	logFormat, logLevel string
 	noDNS               bool
+
+	dataDir       string
+	flushInterval time.Duration
+
+	redisAddr, redisPrefix, redisUser string
+	redisCluster, redisTLS, failOpen  bool
+	redisTimeout                      time.Duration
+	fallbackShare                     float64
 }
 
 // newLogger returns the serve log, on w.
@@ -89,16 +112,67 @@ func loadConfig(path string) (*config.Config, error) {
 	return config.Load(path)
 }
 
-// openStore opens the store named kind. It is the one place that knows the
-// kinds: "memory" now; "embedded" (a local file) and "redis" come later.
-func openStore(kind string, pol *limiter.Policy) (limiter.Store, error) {
-	switch kind {
+// openStore opens the store o names. It is the one place that knows the
+// kinds of store.
+func openStore(ctx context.Context, o serveOptions, pol *limiter.Policy, log *slog.Logger) (limiter.Store, error) {
+	switch o.store {
 	case "memory":
 		return memstore.New(memstore.Options{Policy: pol.For}), nil
-	case "embedded", "redis":
-		return nil, &usageError{cmd: "serve", msg: fmt.Sprintf("serve: --store %s is not available yet; use memory", kind)}
+	case "embedded":
+		if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("data directory: %w", err)
+		}
+		return boltstore.Open(boltstore.DefaultPath(o.dataDir), boltstore.Options{
+			Policy: pol.For, FlushInterval: o.flushInterval, Logger: log,
+		})
+	case "redis":
+		ro := redisstore.Options{
+			Addrs:    splitList(o.redisAddr),
+			Cluster:  o.redisCluster,
+			Prefix:   o.redisPrefix,
+			Username: o.redisUser,
+			Password: os.Getenv("SENDGATE_REDIS_PASSWORD"),
+			Timeout:  o.redisTimeout,
+		}
+		if o.redisTLS {
+			ro.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		rs, err := redisstore.New(ctx, ro)
+		if err != nil {
+			return nil, fmt.Errorf("redis %s: %w", o.redisAddr, err)
+		}
+		fo := failover.Options{Mode: failover.Closed}
+		if o.failOpen {
+			fo = failover.Options{Mode: failover.Open, Share: o.fallbackShare, Fallback: memstore.New(memstore.Options{Policy: pol.For})}
+		}
+		return failover.New(rs, fo)
 	}
-	return nil, &usageError{cmd: "serve", msg: fmt.Sprintf("serve: --store %q: want memory", kind)}
+	return nil, &usageError{cmd: "serve", msg: fmt.Sprintf("serve: --store %q: want embedded, memory or redis", o.store)}
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// storeHealth reports whether the store can serve: an embedded store whose
+// writes fail, or a Redis that does not answer, is not ready.
+func storeHealth(ctx context.Context, st limiter.Store) error {
+	switch h := st.(type) {
+	case interface{ Healthy() error }:
+		return h.Healthy()
+	case interface{ Ping(context.Context) error }:
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return h.Ping(ctx)
+	}
+	return nil
 }
 
 // lookuper returns the MX lookups of provider resolution: nil with --no-dns,
@@ -135,10 +209,12 @@ func serve(inv *invocation, o serveOptions) error {
 	if err != nil {
 		return fmt.Errorf("reply rules: %w", err)
 	}
-	store, err := openStore(o.store, cfg.Policy)
+	start := time.Now()
+	store, err := openStore(inv.ctx, o, cfg.Policy, log)
 	if err != nil {
 		return err
 	}
+	log.Info("store open", "store", o.store, "took", time.Since(start).Round(time.Millisecond).String())
 	defer store.Close()
 	lim := limiter.New(store, cfg.Policy, limiter.Options{
 		OnTransition: func(k limiter.Key, t limiter.Transition) {
@@ -158,7 +234,9 @@ func serve(inv *invocation, o serveOptions) error {
 	g := grpc.NewServer()
 	srv.Register(g)
 
-	var ready atomic.Bool
+	ready := &readiness{health: srv.Health(), log: log}
+	wctx, stopWatch := context.WithCancel(inv.ctx)
+	defer stopWatch()
 	var hsrv *http.Server
 	var hlis net.Listener
 	if o.httpAddr != "" {
@@ -167,7 +245,7 @@ func serve(inv *invocation, o serveOptions) error {
 			glis.Close()
 			return fmt.Errorf("http listener: %w", err)
 		}
-		hsrv = &http.Server{Handler: healthHandler(&ready), ReadHeaderTimeout: 5 * time.Second}
+		hsrv = &http.Server{Handler: healthHandler(ready), ReadHeaderTimeout: 5 * time.Second}
 	}
 
 	errc := make(chan error, 2)
@@ -179,7 +257,8 @@ func serve(inv *invocation, o serveOptions) error {
 			}
 		}()
 	}
-	ready.Store(true)
+	ready.set(func() { ready.started = true })
+	go ready.watchStore(wctx, 2*time.Second, func(ctx context.Context) error { return storeHealth(ctx, store) })
 	attrs := []any{"grpc", glis.Addr().String(), "store", o.store, "config", configName(o.configPath),
 		"providers", len(cfg.Providers), "rules", len(cfg.Rules)}
 	if hlis != nil {
@@ -194,7 +273,8 @@ func serve(inv *invocation, o serveOptions) error {
 	case serveErr = <-errc:
 		log.Error("server failed, shutting down", "error", serveErr)
 	}
-	ready.Store(false)
+	stopWatch()
+	ready.set(func() { ready.stopping = true })
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx, g); err != nil {
@@ -220,26 +300,6 @@ func configName(path string) string {
 		return "built-in"
 	}
 	return path
-}
-
-// healthHandler serves /healthz (200 while the process runs) and /readyz
-// (200 while it accepts calls, 503 once shutting down).
-func healthHandler(ready *atomic.Bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !ready.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "shutting down\n")
-			return
-		}
-		io.WriteString(w, "ready\n")
-	})
-	return mux
 }
 
 // policyCommand prints the effective policy; it needs no server.

@@ -286,13 +286,9 @@ func (s *Store) Refund(ctx context.Context, key limiter.Key, p *limiter.Provider
 }
 
 // AdmitItem is one check of a batch.
-type AdmitItem struct {
-	Key      limiter.Key
-	Provider *limiter.Provider
-	Count    uint32
-	DryRun   bool
-	Now      time.Time
-}
+type AdmitItem = limiter.AdmitItem
+
+var _ limiter.BatchAdmitter = (*Store)(nil)
 
 // AdmitBatch admits every item, pipelining the script calls: one round trip
 // per shard involved (go-redis splits a Cluster pipeline by node). Items of

@@ -91,6 +91,9 @@ const (
 	DeferReason_DEFER_REASON_PROBING DeferReason = 3
 	// An operator holds the key.
 	DeferReason_DEFER_REASON_HELD DeferReason = 4
+	// The shared state store (Redis) cannot be reached and sendgate fails
+	// closed; retry_after is short. See the --redis-fail-open flag.
+	DeferReason_DEFER_REASON_UNAVAILABLE DeferReason = 5
 )
 
 // Enum value maps for DeferReason.
@@ -101,6 +104,7 @@ var (
 		2: "DEFER_REASON_BLOCKED",
 		3: "DEFER_REASON_PROBING",
 		4: "DEFER_REASON_HELD",
+		5: "DEFER_REASON_UNAVAILABLE",
 	}
 	DeferReason_value = map[string]int32{
 		"DEFER_REASON_UNSPECIFIED":  0,
@@ -108,6 +112,7 @@ var (
 		"DEFER_REASON_BLOCKED":      2,
 		"DEFER_REASON_PROBING":      3,
 		"DEFER_REASON_HELD":         4,
+		"DEFER_REASON_UNAVAILABLE":  5,
 	}
 )
 
@@ -2051,13 +2056,14 @@ const file_sendgate_v1_sendgate_proto_rawDesc = "" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVERDICT_ALLOW\x10\x01\x12\x11\n" +
-	"\rVERDICT_DEFER\x10\x02*\x95\x01\n" +
+	"\rVERDICT_DEFER\x10\x02*\xb3\x01\n" +
 	"\vDeferReason\x12\x1c\n" +
 	"\x18DEFER_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19DEFER_REASON_RATE_LIMITED\x10\x01\x12\x18\n" +
 	"\x14DEFER_REASON_BLOCKED\x10\x02\x12\x18\n" +
 	"\x14DEFER_REASON_PROBING\x10\x03\x12\x15\n" +
-	"\x11DEFER_REASON_HELD\x10\x04*\xc8\x01\n" +
+	"\x11DEFER_REASON_HELD\x10\x04\x12\x1c\n" +
+	"\x18DEFER_REASON_UNAVAILABLE\x10\x05*\xc8\x01\n" +
 	"\x0fReputationState\x12 \n" +
 	"\x1cREPUTATION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18REPUTATION_STATE_HEALTHY\x10\x01\x12\x1e\n" +
