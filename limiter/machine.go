@@ -318,7 +318,7 @@ func block(rec *Record, p *Provider, m *Machine, r Report, reason string, now ti
 	until := cooldownEnd(m, strikes, p.location(), now)
 	if remediation {
 		until = cooldownEnd(m, uint32(len(m.Cooldowns)), p.location(), now)
-		reason += "; needs remediation: blocked at a volume far below every limit, so the IP's reputation with this provider is the problem — ask the provider to delist or whitelist it, then release the key"
+		reason += "; needs remediation: blocked far below every limit, a reputation problem: ask the provider to delist the IP, then release the key"
 	}
 	tr := transition(rep, m, Blocked, now, reason, r.Reply, ActorReport)
 	rep.Until = until
