@@ -20,7 +20,7 @@
 // transport). It returns a local decision with Unavailable set instead:
 //
 //   - fail-closed (the default, [WithFailClosed]): a DEFER with RetryAfter 5s
-//     (or the duration given) and Reason DEFER_REASON_UNSPECIFIED, so the
+//     (or the duration given) and Reason DEFER_REASON_UNAVAILABLE, so the
 //     mailer keeps the message and asks again shortly; no mail goes out
 //     unchecked.
 //   - fail-open ([WithFailOpen]): an ALLOW, so mail keeps flowing unchecked
@@ -82,8 +82,8 @@ const (
 type Decision struct {
 	// Verdict is VERDICT_ALLOW or VERDICT_DEFER.
 	Verdict sendgatev1.Verdict
-	// Reason says why deferred; DEFER_REASON_UNSPECIFIED for an ALLOW and
-	// for a fail-closed DEFER.
+	// Reason says why deferred; DEFER_REASON_UNSPECIFIED for an ALLOW,
+	// DEFER_REASON_UNAVAILABLE for a fail-closed local DEFER.
 	Reason sendgatev1.DeferReason
 	// RetryAfter is, for a DEFER, how long to wait before asking again
 	// (always > 0); 0 for an ALLOW.
@@ -350,6 +350,7 @@ func (c *Client) fallback(err error) Decision {
 		return d
 	}
 	d.Verdict = sendgatev1.Verdict_VERDICT_DEFER
+	d.Reason = sendgatev1.DeferReason_DEFER_REASON_UNAVAILABLE
 	d.RetryAfter = c.failRetry
 	return d
 }
