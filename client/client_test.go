@@ -299,7 +299,7 @@ func TestUnreachable(t *testing.T) {
 			if err != nil {
 				t.Fatalf("CanSend: %v", err)
 			}
-			if !d.Unavailable || d.Allowed() != tc.allowed || d.RetryAfter != tc.retry || d.Detail == "" {
+			if !d.Unavailable || d.Allowed() != tc.allowed || d.RetryAfter != tc.retry || d.Detail == "" || (!tc.allowed && d.Reason != sendgatev1.DeferReason_DEFER_REASON_UNAVAILABLE) {
 				t.Errorf("%+v, want unavailable, allowed %v, retry %v", d, tc.allowed, tc.retry)
 			}
 			if d, _ := c.CanSend(ctx, ip, "qq.com", 1); d.Cached {
