@@ -490,11 +490,17 @@ func View(key Key, rec *Record, p *Provider, now time.Time) KeyView {
 }
 
 // Idle reports whether rec carries no information at now: HEALTHY, no
-// strikes, no learned ceilings, no remediation or pending triggers, and
-// every bucket full. A store may forget such a key.
+// strikes, no learned ceilings, no remediation or pending triggers, no
+// transition within the last StrikeDecay, and every bucket full. A store may
+// forget such a key.
 func Idle(rec *Record, p *Provider, now time.Time) bool {
 	rep := &rec.Rep
 	if derive(rec, p, now).state != Healthy || rep.Remediation || len(rep.Triggers) > 0 || strikesAt(rep, &p.Machine, now) > 0 {
+		return false
+	}
+	// A recent transition is the operator's story ("released because …"):
+	// keep it as long as a strike would be kept.
+	if len(rep.History) > 0 && now.Sub(rep.History[0].At) < p.Machine.StrikeDecay {
 		return false
 	}
 	n := now.UnixNano()

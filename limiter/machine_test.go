@@ -290,3 +290,27 @@ func TestTriggers(t *testing.T) {
 		t.Fatalf("share trigger did not act at 2/10: %+v", o2)
 	}
 }
+
+func TestIdleKeepsRecentStories(t *testing.T) {
+	t.Parallel()
+	p := testProvider(Limits{Minute: 10})
+	var rec Record
+	if !Idle(&rec, p, t0) {
+		t.Fatal("an empty record is not idle")
+	}
+	Admit(&rec, p, 1, false, t0)
+	if Idle(&rec, p, t0) {
+		t.Fatal("a partly used bucket is idle")
+	}
+	if !Idle(&rec, p, t0.Add(time.Minute)) {
+		t.Fatal("a refilled bucket is not idle")
+	}
+	Hold(&rec, p, time.Time{}, "check", "ops", t0)
+	Release(&rec, p, "checked", "ops", t0.Add(time.Hour))
+	if Idle(&rec, p, t0.Add(2*time.Hour)) {
+		t.Fatal("a key released an hour ago lost its story")
+	}
+	if !Idle(&rec, p, t0.Add(26*time.Hour)) {
+		t.Fatal("a key released a day ago is kept forever")
+	}
+}
