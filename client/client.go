@@ -56,6 +56,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -180,6 +181,19 @@ func WithFailClosed(retryAfter time.Duration) Option {
 // dialer ...). They are applied after the client's own, so they win.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *config) { c.dialOpts = append(c.dialOpts, opts...) }
+}
+
+// WithTracing traces every call with the otelgrpc client stats handler: a
+// client span per call, and the W3C trace context (and baggage) of ctx sent
+// to sendgate, so its spans join the mailer's trace. Without options it uses
+// the global TracerProvider, MeterProvider and TextMapPropagator of
+// go.opentelemetry.io/otel; pass otelgrpc.WithTracerProvider,
+// otelgrpc.WithPropagators ... to use others. Remembered deferrals and local
+// fallbacks make no span.
+func WithTracing(opts ...otelgrpc.Option) Option {
+	return func(c *config) {
+		c.dialOpts = append(c.dialOpts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(opts...)))
+	}
 }
 
 // WithToken sends token as "authorization: Bearer <token>" metadata on every

@@ -69,6 +69,7 @@ func (s *Server) SetState(ctx context.Context, r *sendgatev1.SetStateRequest) (*
 	if err != nil {
 		return nil, s.toStatus(ctx, err, "")
 	}
+	s.operated(ctx, a.key, &v)
 	return &sendgatev1.SetStateResponse{State: keyState(&v)}, nil
 }
 

@@ -60,6 +60,7 @@ func (s *Server) CanSendBatch(ctx context.Context, r *sendgatev1.CanSendBatchReq
 		}
 		return nil, s.toStatus(ctx, err, field)
 	}
+	s.decidedBatch(ctx, items, ds)
 	out := &sendgatev1.CanSendBatchResponse{Responses: make([]*sendgatev1.CanSendResponse, len(args))}
 	for i, a := range args {
 		d := &ds[i]
@@ -78,6 +79,7 @@ func (s *Server) canSend(ctx context.Context, a canSendArgs, now time.Time) (*se
 	if err != nil {
 		return nil, err
 	}
+	s.decided(ctx, a.key, &d)
 	var why string
 	if d.Verdict == limiter.Defer && (d.Reason == limiter.ReasonBlocked || d.Reason == limiter.ReasonHeld) {
 		why = s.stateReason(ctx, a.key, now)
@@ -157,5 +159,6 @@ func (s *Server) report(ctx context.Context, a reportArgs, now time.Time) (*send
 	if err != nil {
 		return nil, err
 	}
+	s.reported(ctx, a.key, &rep, &out)
 	return reportResponse(rep.Class, rep.Rule, a.key.Provider, &out), nil
 }

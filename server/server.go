@@ -83,6 +83,9 @@ type Options struct {
 	// Logger receives failures of the store (never request contents beyond
 	// the key); nil discards them.
 	Logger *slog.Logger
+	// Observer is told of every decision, report and operator transition
+	// (metrics, transition logs); nil means none.
+	Observer Observer
 }
 
 // Server implements sendgatev1.AdmissionServiceServer and
@@ -99,6 +102,7 @@ type Server struct {
 	actor    func(ctx context.Context) string
 	log      *slog.Logger
 	health   *health.Server
+	obs      Observer // nil: none
 }
 
 var (
@@ -125,6 +129,7 @@ func New(opts Options) (*Server, error) {
 		actor:    opts.Actor,
 		log:      opts.Logger,
 		health:   health.NewServer(),
+		obs:      opts.Observer,
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -21,6 +21,9 @@ type clientFlags struct {
 	addr    string
 	timeout time.Duration
 	json    bool
+
+	token                         string
+	tlsCA, tlsCert, tlsKey, tlsSN string
 }
 
 func addClientFlags(fs *flag.FlagSet) *clientFlags {
@@ -28,6 +31,11 @@ func addClientFlags(fs *flag.FlagSet) *clientFlags {
 	fs.StringVar(&f.addr, "addr", "127.0.0.1:7878", "`address` of the sendgate gRPC service")
 	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "give up after this `duration` (connecting included)")
 	fs.BoolVar(&f.json, "json", false, "print the response as protobuf JSON, for scripts")
+	fs.StringVar(&f.token, "token", "", "bearer `token` to call with (default $SENDGATE_TOKEN)")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "connect with TLS, verifying the server with this CA bundle `file` (with --tls-cert alone: the system roots)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "client certificate `file` (PEM) for mutual TLS; implies TLS")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "private key `file` (PEM) of --tls-cert")
+	fs.StringVar(&f.tlsSN, "tls-server-name", "", "`name` the server's certificate must carry (default: the host of --addr); implies TLS")
 	return &f
 }
 
@@ -37,7 +45,11 @@ func addClientFlags(fs *flag.FlagSet) *clientFlags {
 func (f *clientFlags) call(ctx context.Context, fn func(ctx context.Context, c *client.Client) error) error {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	c, err := client.Dial(ctx, f.addr, client.WithTimeout(f.timeout), client.WithDeferCache(-1))
+	opts, err := f.security()
+	if err != nil {
+		return err
+	}
+	c, err := client.Dial(ctx, f.addr, append(opts, client.WithTimeout(f.timeout), client.WithDeferCache(-1))...)
 	if err != nil {
 		return fmt.Errorf("sendgate at %s is not reachable: %w", f.addr, err)
 	}

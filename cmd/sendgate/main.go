@@ -111,6 +111,7 @@ func commands() []*command {
 		resetCommand(),
 		resolveCommand(),
 		classifyCommand(),
+		tokenCommand(),
 	}
 }
 

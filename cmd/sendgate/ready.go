@@ -10,6 +10,8 @@ import (
 
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	sendgatev1 "github.com/sendgate/sendgate/proto/sendgate/v1"
 )
 
 // readiness is whether the service accepts calls: not while it starts or
@@ -54,7 +56,11 @@ func (r *readiness) set(fn func()) {
 	stopping := r.stopping
 	r.mu.Unlock()
 	if !stopping { // Shutdown owns the health server from then on
-		r.health.SetServingStatus("", st)
+		// The whole server and each service: a probe of any name agrees
+		// with /readyz.
+		for _, name := range []string{"", sendgatev1.AdmissionService_ServiceDesc.ServiceName, sendgatev1.AdminService_ServiceDesc.ServiceName} {
+			r.health.SetServingStatus(name, st)
+		}
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/sendgate/sendgate/internal/failover"
 	"github.com/sendgate/sendgate/internal/redisstore"
 	"github.com/sendgate/sendgate/internal/resolve"
+	"github.com/sendgate/sendgate/internal/telemetry"
 	"github.com/sendgate/sendgate/limiter"
 	"github.com/sendgate/sendgate/limiter/memstore"
 	"github.com/sendgate/sendgate/server"
@@ -66,6 +67,12 @@ calls in flight finish (for at most 10s), then the process exits 0.`,
 			fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 			fs.StringVar(&o.logLevel, "log-level", "info", "least log level: debug, info, warn or error")
 			fs.BoolVar(&o.noDNS, "no-dns", false, "resolve providers from the table only, without MX lookups")
+			fs.StringVar(&o.sec.tlsCert, "tls-cert", "", "TLS certificate `file` (PEM chain) for the gRPC and HTTP ports; reloaded when it changes")
+			fs.StringVar(&o.sec.tlsKey, "tls-key", "", "TLS private key `file` (PEM) of --tls-cert")
+			fs.StringVar(&o.sec.tlsClientCA, "tls-client-ca", "", "CA bundle `file`: require gRPC callers to present a client certificate it signed (mutual TLS; needs --auth-file)")
+			fs.StringVar(&o.sec.authFile, "auth-file", "", "callers `file` (YAML): hashed tokens and certificate identities with their roles; reloaded on SIGHUP and when it changes")
+			fs.BoolVar(&o.sec.insecure, "insecure", false, "allow listening on a non-loopback address without TLS or an auth file")
+			fs.IntVar(&o.sec.maxConns, "max-conns", 4096, "most gRPC connections open at once (0: no limit)")
 			return func(inv *invocation) error { return serve(inv, o) }
 		},
 	}
@@ -77,6 +84,7 @@ type serveOptions struct {
 	store               string
 	logFormat, logLevel string
 	noDNS               bool
+	sec                 securityOptions
 
 	dataDir       string
 	flushInterval time.Duration
@@ -95,10 +103,10 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "text": // lines written inside a call carry its trace_id and span_id
+		return slog.New(telemetry.NewTraceHandler(slog.NewTextHandler(w, opts))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(telemetry.NewTraceHandler(slog.NewJSONHandler(w, opts))), nil
 	}
 	return nil, &usageError{cmd: "serve", msg: fmt.Sprintf("serve: --log-format %q: want text or json", format)}
 }
@@ -192,6 +200,10 @@ func serve(inv *invocation, o serveOptions) error {
 	if err != nil {
 		return err
 	}
+	sec, err := newSecurity(o.sec, o.grpcAddr, o.httpAddr, log)
+	if err != nil {
+		return err
+	}
 	cfg, err := loadConfig(o.configPath)
 	if err != nil {
 		return err
@@ -216,13 +228,21 @@ func serve(inv *invocation, o serveOptions) error {
 	}
 	log.Info("store open", "store", o.store, "took", time.Since(start).Round(time.Millisecond).String())
 	defer store.Close()
-	lim := limiter.New(store, cfg.Policy, limiter.Options{
-		OnTransition: func(k limiter.Key, t limiter.Transition) {
-			log.Info("transition", "ip", k.IP, "provider", k.Provider, "from", t.From.String(), "to", t.To.String(),
-				"reason", t.Reason, "actor", t.Actor, "reply", t.Reply)
-		},
-	})
-	srv, err := server.New(server.Options{Limiter: lim, Resolver: res, Classifier: cls, Logger: log})
+	tel, err := startTelemetry(inv.ctx, log, res.IsProvider)
+	if err != nil {
+		return err
+	}
+	measured, err := tel.instrument(store)
+	if err != nil {
+		return err
+	}
+	// Transitions are logged (once, with the call's trace) and counted by
+	// the server's Observer, which sees every transition the hook would.
+	lim := limiter.New(measured, cfg.Policy, limiter.Options{})
+	if err := tel.gauges(lim, store, res); err != nil {
+		return err
+	}
+	srv, err := server.New(server.Options{Limiter: lim, Resolver: res, Classifier: cls, Logger: log, Actor: sec.actor, Observer: tel.obs})
 	if err != nil {
 		return err
 	}
@@ -231,7 +251,8 @@ func serve(inv *invocation, o serveOptions) error {
 	if err != nil {
 		return fmt.Errorf("grpc listener: %w", err)
 	}
-	g := grpc.NewServer()
+	glis = sec.listenGRPC(glis)
+	g := grpc.NewServer(append(sec.grpcOptions(), tel.grpcOption())...)
 	srv.Register(g)
 
 	ready := &readiness{health: srv.Health(), log: log}
@@ -245,7 +266,8 @@ func serve(inv *invocation, o serveOptions) error {
 			glis.Close()
 			return fmt.Errorf("http listener: %w", err)
 		}
-		hsrv = &http.Server{Handler: healthHandler(ready), ReadHeaderTimeout: 5 * time.Second}
+		hsrv = &http.Server{Handler: tel.handler(healthHandler(ready)), ReadHeaderTimeout: 5 * time.Second}
+		hlis = sec.httpServer(hlis, hsrv)
 	}
 
 	errc := make(chan error, 2)
@@ -258,6 +280,7 @@ func serve(inv *invocation, o serveOptions) error {
 		}()
 	}
 	ready.set(func() { ready.started = true })
+	sec.watch(wctx)
 	go ready.watchStore(wctx, 2*time.Second, func(ctx context.Context) error { return storeHealth(ctx, store) })
 	attrs := []any{"grpc", glis.Addr().String(), "store", o.store, "config", configName(o.configPath),
 		"providers", len(cfg.Providers), "rules", len(cfg.Rules)}
@@ -288,6 +311,7 @@ func serve(inv *invocation, o serveOptions) error {
 	if err := store.Close(); err != nil {
 		log.Warn("closing the store", "error", err)
 	}
+	tel.shutdown(sctx)
 	if serveErr != nil {
 		return serveErr
 	}

@@ -78,7 +78,9 @@ func TestSweep(t *testing.T) {
 			mustUpdate(t, s, k, func(r *limiter.Record) limiter.Change { r.Rep.Counts[limiter.Delivered]++; return limiter.Touched })
 		}, true},
 		{"released long ago", func(t *testing.T, s *Store, k limiter.Key) {
-			mustUpdate(t, s, k, func(r *limiter.Record) limiter.Change { return limiter.Release(r, p, "", "ops", sweepAt.Add(-25*time.Hour)) })
+			mustUpdate(t, s, k, func(r *limiter.Record) limiter.Change {
+				return limiter.Release(r, p, "", "ops", sweepAt.Add(-25*time.Hour))
+			})
 		}, true},
 		{"released an hour ago", func(t *testing.T, s *Store, k limiter.Key) {
 			mustUpdate(t, s, k, func(r *limiter.Record) limiter.Change { return limiter.Release(r, p, "", "ops", t0) })
