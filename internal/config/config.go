@@ -213,6 +213,11 @@ func (p *providerSpec) overlay(o *providerSpec) {
 	}
 	if o.hasTiers {
 		p.tiers, p.tiersAt, p.tierAt, p.hasTiers = o.tiers, o.tiersAt, o.tierAt, true
+		// Tiers without a day tier replace a calendar day the file did not
+		// ask for: a built-in calendar_day has nothing left to apply to.
+		if !o.hasCal && o.tiers[limiter.Day] == 0 {
+			p.calendarDay, p.hasCal = false, false
+		}
 	}
 	p.machine.overlay(&o.machine)
 }

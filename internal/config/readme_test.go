@@ -50,3 +50,22 @@ func TestREADMEExample(t *testing.T) {
 		t.Fatalf("error: %v", err)
 	}
 }
+
+// TestTiersWithoutDayDropInheritedCalendarDay: replacing a built-in
+// provider's tiers with ones that have no day tier is not an error about the
+// built-in calendar_day the operator never wrote.
+func TestTiersWithoutDayDropInheritedCalendarDay(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse("sendgate.yaml", []byte("providers:\n  tencent:\n    tiers: {minute: 3, hour: 100}\n"))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if p := cfg.Policy.For("tencent"); p.CalendarDay || p.Limits[1] != 3 {
+		t.Fatalf("tencent: calendar %v limits %v", p.CalendarDay, p.Limits)
+	}
+	// Written in the same file, it is still refused.
+	_, err = Parse("sendgate.yaml", []byte("providers:\n  tencent:\n    calendar_day: true\n    tiers: {minute: 3}\n"))
+	if err == nil {
+		t.Fatal("calendar_day without a day tier in the same file accepted")
+	}
+}
