@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gen-certs.sh DIR: make a test CA, a server certificate for localhost and
 # 127.0.0.1, and client certificates for a mailer and an admin, with openssl,
-# for sendgate's mutual TLS (docs/security.md). Keys are ECDSA P-256; the
+# for sendgate's mutual TLS (README, "Deploying securely"). Keys are ECDSA P-256; the
 # certificates are valid for 365 days (DAYS to change).
 #
 #   DIR/ca.crt ca.key                 the CA (keep ca.key offline in production)
