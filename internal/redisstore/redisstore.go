@@ -37,10 +37,12 @@ import (
 	"context"
 	"crypto/tls"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -551,7 +553,7 @@ func (s *Store) get(ctx context.Context, hk string) (limiter.Record, bool, error
 }
 
 // List scans the keys under the prefix (SCAN on every master in Cluster
-// mode, in address order). The cursor is opaque: "node:scan-cursor:skip".
+// mode, in address order). The cursor is opaque: "node:scan-cursor:last-key".
 // Like SCAN, a key present for the whole listing is returned at least once;
 // a key may be returned twice if the keyspace is resized meanwhile.
 func (s *Store) List(ctx context.Context, cursor string, limit int, keep func(limiter.Key, *limiter.Record) bool) ([]limiter.Entry, string, error) {
@@ -562,18 +564,25 @@ func (s *Store) List(ctx context.Context, cursor string, limit int, keep func(li
 	if err != nil {
 		return nil, "", err
 	}
-	node, scan, skip := 0, uint64(0), 0
+	// The cursor is node:scan:after — the master, the SCAN cursor of the
+	// batch being read, and the last key returned from it (hex). Resuming
+	// skips the batch's keys up to that key, not a count of them: the batch
+	// a SCAN cursor returns can change between calls as keys come and go,
+	// and a count would then list keys twice or not at all.
+	node, scan, after := 0, uint64(0), ""
 	if cursor != "" {
-		parts := strings.Split(cursor, ":")
+		parts := strings.SplitN(cursor, ":", 3)
 		var e1, e2, e3 error
+		var a []byte
 		if len(parts) == 3 {
 			node, e1 = strconv.Atoi(parts[0])
 			scan, e2 = strconv.ParseUint(parts[1], 10, 64)
-			skip, e3 = strconv.Atoi(parts[2])
+			a, e3 = hex.DecodeString(parts[2])
 		}
-		if len(parts) != 3 || e1 != nil || e2 != nil || e3 != nil || node < 0 || skip < 0 {
+		if len(parts) != 3 || e1 != nil || e2 != nil || e3 != nil || node < 0 {
 			return nil, "", fmt.Errorf("bad cursor %q", cursor)
 		}
+		after = string(a)
 	}
 	var entries []limiter.Entry
 	match := escapeGlob(s.prefix) + "{*}"
@@ -584,15 +593,22 @@ func (s *Store) List(ctx context.Context, cursor string, limit int, keep func(li
 			return nil, "", unavailable("list", err)
 		}
 		slices.Sort(keys)
+		if after != "" {
+			// Resume after the last key returned from this batch.
+			keys = keys[sort.SearchStrings(keys, after+"\x00"):]
+			after = ""
+		}
 		cmds := make([]*redis.MapStringStringCmd, len(keys))
 		pipe := c.Pipeline()
-		for i, k := range keys[min(skip, len(keys)):] {
-			cmds[skip+i] = pipe.HGetAll(ctx, k)
+		for i, k := range keys {
+			cmds[i] = pipe.HGetAll(ctx, k)
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return nil, "", unavailable("list", err)
+		if len(keys) > 0 {
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				return nil, "", unavailable("list", err)
+			}
 		}
-		for i := skip; i < len(keys); i++ {
+		for i := range keys {
 			k, ok := parseHashKey(s.prefix, keys[i])
 			h := cmds[i].Val()
 			if !ok || len(h) == 0 {
@@ -608,12 +624,11 @@ func (s *Store) List(ctx context.Context, cursor string, limit int, keep func(li
 			entries = append(entries, limiter.Entry{Key: k, Record: rec})
 			if len(entries) == limit {
 				if i+1 < len(keys) {
-					return entries, fmt.Sprintf("%d:%d:%d", node, scan, i+1), nil
+					return entries, fmt.Sprintf("%d:%d:%s", node, scan, hex.EncodeToString([]byte(keys[i]))), nil
 				}
 				return entries, s.after(node, next, len(nodes)), nil
 			}
 		}
-		skip = 0
 		if next == 0 {
 			node, scan = node+1, 0
 		} else {
@@ -631,7 +646,7 @@ func (s *Store) after(node int, next uint64, n int) string {
 			return ""
 		}
 	}
-	return fmt.Sprintf("%d:%d:0", node, next)
+	return fmt.Sprintf("%d:%d:", node, next)
 }
 
 // nodes returns the clients of the masters in address order (one for a
