@@ -160,7 +160,8 @@ type tierGauge struct {
 	limit    uint64 // effective capacity, >= 1
 	calendar bool
 	// rolling tier
-	interval int64 // emission interval: ceil(window / limit)
+	burst    int64 // messages at once, 1..limit
+	interval int64 // emission interval: ceil(window / (limit - burst + 1))
 	debt     int64 // max(TAT, now) - now: time until full
 	// calendar day tier
 	day  int64 // start of the current day
@@ -186,15 +187,23 @@ func gauge(b *Bucket, p *Provider, t Tier, limit uint64, n int64) tierGauge {
 		return g
 	}
 	w := int64(tierWindows[t])
-	g.interval = (w + int64(limit) - 1) / int64(limit)
+	g.burst = int64(p.Machine.Burst)
+	paced := int64(limit) // a plain token bucket: refill limit per window
+	if g.burst <= 0 || g.burst > int64(limit) {
+		g.burst = int64(limit)
+	} else {
+		// Windowed: burst at once, the rest paced, limit per any window.
+		paced = int64(limit) - g.burst + 1
+	}
+	g.interval = (w + paced - 1) / paced
 	if b.TAT > n {
 		g.debt = b.TAT - n
 	}
 	return g
 }
 
-// capacity is the debt a full burst of limit messages would leave.
-func (g *tierGauge) capacity() int64 { return int64(g.limit) * g.interval }
+// capacity is the debt a full burst leaves.
+func (g *tierGauge) capacity() int64 { return g.burst * g.interval }
 
 // remaining returns the whole messages available now.
 func (g *tierGauge) remaining() uint64 {
@@ -220,7 +229,13 @@ func (g *tierGauge) wait(count uint32) time.Duration {
 		}
 		return time.Duration(nextDayStart(g.now, g.loc) - g.now)
 	}
-	over := g.debt + int64(count)*g.interval - g.capacity()
+	// A check of more messages than the burst (but no more than the limit)
+	// passes once the tier is full.
+	c := g.capacity()
+	if int64(count) > g.burst && uint64(count) <= g.limit {
+		c = int64(count) * g.interval
+	}
+	over := g.debt + int64(count)*g.interval - c
 	if over <= 0 {
 		return 0
 	}

@@ -155,3 +155,32 @@ func BenchmarkAdmitCore(b *testing.B) {
 		Admit(&rec, p, 1, false, now)
 	}
 }
+
+func TestBurstPacing(t *testing.T) {
+	t.Parallel()
+	p := testProvider(Limits{Minute: 3})
+	p.Machine.Burst = 1
+	var rec Record
+	if d := Admit(&rec, p, 1, false, t0); d.Verdict != Allow {
+		t.Fatal("first message deferred")
+	}
+	// One message every 20s: never more than 3 in any minute, fixed or sliding.
+	d := Admit(&rec, p, 1, false, t0)
+	if d.Verdict != Defer || d.RetryAfter != 20*time.Second {
+		t.Fatalf("second message at once: %v %v, want DEFER 20s", d.Verdict, d.RetryAfter)
+	}
+	if d := Admit(&rec, p, 1, false, t0.Add(20*time.Second)); d.Verdict != Allow {
+		t.Fatal("paced message deferred")
+	}
+	// Two messages at once are more than the burst: they pass when the tier is full.
+	if d := Admit(&rec, p, 2, false, t0.Add(21*time.Second)); d.Verdict != Defer {
+		t.Fatal("a count above the burst passed before the tier was full")
+	}
+	if d := Admit(&rec, p, 2, false, t0.Add(40*time.Second)); d.Verdict != Allow {
+		t.Fatalf("a count above the burst deferred on a full tier: %v", d.RetryAfter)
+	}
+	p.Machine.Burst = -1
+	if err := p.Machine.Validate(); err == nil {
+		t.Fatal("negative burst accepted")
+	}
+}

@@ -80,6 +80,16 @@ func (c Cooldown) String() string {
 // value of a field means "use the default" (see [DefaultMachine]) once the
 // policy is prepared with [Machine.WithDefaults].
 type Machine struct {
+	// Burst is how many messages a tier admits at once before it paces
+	// them. A tier then spaces messages window / (limit - burst + 1) apart,
+	// so that no span of the tier's window ever holds more than its limit,
+	// whether the provider counts in fixed windows, sliding windows or
+	// buckets: with burst 1 the sustained rate is the limit exactly, with no
+	// burst. 0 (or more than a tier's limit) means a plain token bucket of
+	// the tier's limit refilling limit per window, which can admit up to
+	// twice the limit within one window.
+	// A check of more messages than the burst passes when the tier is full.
+	Burst int
 	// DecreaseFactor multiplies the rate factor on a RATE_LIMITED report.
 	DecreaseFactor float64
 	// ConnectionDecreaseFactor multiplies it on a CONNECTION_LIMITED report.
@@ -189,6 +199,8 @@ func (m Machine) WithDefaults(d Machine) Machine {
 // configuration key.
 func (m Machine) Validate() error {
 	switch {
+	case m.Burst < 0 || m.Burst > 1<<30:
+		return fmt.Errorf("burst: %d is not between 0 and %d", m.Burst, 1<<30)
 	case !(m.DecreaseFactor > 0 && m.DecreaseFactor < 1):
 		return fmt.Errorf("decrease_factor: %v is not between 0 and 1 (exclusive)", m.DecreaseFactor)
 	case !(m.ConnectionDecreaseFactor > 0 && m.ConnectionDecreaseFactor <= 1):

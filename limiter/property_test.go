@@ -19,6 +19,11 @@ func TestInvariants(t *testing.T) {
 			Hour:   rapid.Uint64Range(0, 300).Draw(rt, "hour"),
 		})
 		p.Machine.RemediationShare = rapid.SampledFrom([]float64{0, 0.05}).Draw(rt, "remediation")
+		p.Machine.Burst = rapid.IntRange(0, 3).Draw(rt, "burst")
+		maxCount := 3
+		if p.Machine.Burst > 0 {
+			maxCount = p.Machine.Burst
+		}
 		var rec Record
 		now := t0
 		type take struct {
@@ -32,7 +37,7 @@ func TestInvariants(t *testing.T) {
 			now = now.Add(step)
 			switch rapid.IntRange(0, 9).Draw(rt, "op") {
 			case 0, 1, 2, 3, 4:
-				count := uint32(rapid.IntRange(1, 3).Draw(rt, "count"))
+				count := uint32(rapid.IntRange(1, maxCount).Draw(rt, "count"))
 				before := derive(&rec, p, now).state
 				d := Admit(&rec, p, count, false, now)
 				if d.Verdict == Defer && d.RetryAfter <= 0 {
@@ -102,6 +107,23 @@ func TestInvariants(t *testing.T) {
 				continue
 			}
 			interval := (int64(tierWindows[t]) + int64(limit) - 1) / int64(limit)
+			if b := uint64(p.Machine.Burst); b > 0 && b <= limit {
+				// Windowed pacing: no window of the tier's length holds
+				// more than its limit.
+				w := tierWindows[t]
+				for i := range allowed {
+					var sum uint64
+					for _, x := range allowed[i:] {
+						if x.at.Sub(allowed[i].at) < w {
+							sum += x.n
+						}
+					}
+					if sum > limit {
+						rt.Fatalf("%s tier with burst %d admitted %d within one window from %v, limit %d", Tier(t), b, sum, allowed[i].at, limit)
+					}
+				}
+				continue
+			}
 			for i := range allowed {
 				var sum uint64
 				for _, b := range allowed[i:] {

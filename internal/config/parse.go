@@ -130,6 +130,7 @@ type machineField struct {
 
 // machineFields lists the machine keys, named as in limiter.Machine.Validate.
 var machineFields = [...]machineField{
+	{"burst", func(m *limiter.Machine) any { return &m.Burst }},
 	{"decrease_factor", func(m *limiter.Machine) any { return &m.DecreaseFactor }},
 	{"connection_decrease_factor", func(m *limiter.Machine) any { return &m.ConnectionDecreaseFactor }},
 	{"factor_floor", func(m *limiter.Machine) any { return &m.FactorFloor }},

@@ -397,6 +397,7 @@ func (s *Store) providerArgs(p *limiter.Provider) []any {
 		d(m.RampInterval), formatFloat(m.RampStep),
 		d(m.ProbeInterval), d(m.RemediationProbeInterval),
 		d(m.CeilingRiseInterval), formatFloat(m.CeilingRiseStep),
+		strconv.Itoa(m.Burst),
 	}
 	s.args.Store(p, a)
 	return a

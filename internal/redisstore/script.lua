@@ -12,6 +12,7 @@
 -- ARGV[12] ramp interval (ns)       ARGV[13] ramp step
 -- ARGV[14] probe interval (ns)      ARGV[15] remediation probe interval (ns)
 -- ARGV[16] ceiling rise interval    ARGV[17] ceiling rise step
+-- ARGV[18] burst (limiter.Machine.Burst; 0: a plain token bucket)
 --
 -- Lua numbers are doubles, exact for integers below 2^53 (about 104 days in
 -- nanoseconds), while Unix nanoseconds are about 1.8e18. So every instant is
@@ -92,6 +93,7 @@ local L = {tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(AR
 local rampInterval, rampStep = tonumber(ARGV[12]), tonumber(ARGV[13])
 local probeInterval, remProbeInterval = tonumber(ARGV[14]), tonumber(ARGV[15])
 local riseInterval, riseStep = tonumber(ARGV[16]), tonumber(ARGV[17])
+local BURST = tonumber(ARGV[18]) or 0
 local WIN = {1000000000, 60000000000, 3600000000000, 86400000000000}
 local WSEC = {1, 60, 3600, 86400}
 
@@ -174,10 +176,17 @@ local function gauge(t, eff)
     if tat ~= nil and tat >= day then used = num(h[14 + 2 * (t - 1)]) end
     return {cal = true, limit = eff, used = used, tat = tat}
   end
-  local interval = idiv(WIN[t] + eff - 1, eff)
+  -- burst and pacing as in limiter.gauge
+  local burst, paced = BURST, eff
+  if burst <= 0 or burst > eff then
+    burst = eff
+  else
+    paced = eff - burst + 1
+  end
+  local interval = idiv(WIN[t] + paced - 1, paced)
   local debt = 0
   if tat ~= nil and tat > now then debt = tat - now end
-  return {cal = false, limit = eff, interval = interval, debt = debt}
+  return {cal = false, limit = eff, burst = burst, interval = interval, debt = debt}
 end
 
 local function remaining(g)
@@ -185,7 +194,7 @@ local function remaining(g)
     if g.used >= g.limit then return 0 end
     return g.limit - g.used
   end
-  local r = g.limit * g.interval - g.debt
+  local r = g.burst * g.interval - g.debt
   if r <= 0 then return 0 end
   return idiv(r, g.interval)
 end
@@ -195,7 +204,9 @@ local function wait(g, n)
     if g.used + n <= g.limit then return 0 end
     return nextDay - now
   end
-  local over = g.debt + n * g.interval - g.limit * g.interval
+  local c = g.burst * g.interval
+  if n > g.burst and n <= g.limit then c = n * g.interval end
+  local over = g.debt + n * g.interval - c
   if over <= 0 then return 0 end
   return over
 end
