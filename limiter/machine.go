@@ -281,37 +281,71 @@ func block(rec *Record, p *Provider, m *Machine, r Report, reason string, now ti
 	strikes := strikesAt(rep, m, now) + 1
 	n := now.UnixNano()
 
-	// How close to each limit was the key sending?
+	// How close to its limits was the key sending? Two measures: each
+	// tier's count over its own window against its limit, and the recent
+	// pace (over the longest tier window up to an hour: one message just
+	// sent is no pace) against the pace the tiers allow together. A key
+	// paced to its day tier sends far below its minute and hour limits, and
+	// has sent little of its day yet when it has just started, but it is
+	// sending as fast as its policy allows.
 	var rates [NumTiers]float64
 	maxUtil := 0.0
+	first, paceTier, bind := Tier(NumTiers), Tier(NumTiers), Tier(NumTiers)
+	pace := math.Inf(1) // messages per nanosecond the tiers allow together
 	for t := Tier(0); t < NumTiers; t++ {
-		if p.Limits[t] == 0 {
+		limit := p.Limits[t]
+		if limit == 0 {
 			continue
 		}
+		if first == NumTiers {
+			first = t
+		}
+		if paceTier == NumTiers || tierWindows[t] <= time.Hour {
+			paceTier = t
+		}
 		rates[t] = rec.Use.Sent[t].Rate(n, int64(tierWindows[t]))
-		if u := rates[t] / float64(p.Limits[t]); u > maxUtil {
+		if u := rates[t] / float64(limit); u > maxUtil {
 			maxUtil = u
 		}
+		if r := float64(limit) / float64(tierWindows[t]); r < pace {
+			pace, bind = r, t
+		}
 	}
-	remediation := maxUtil < m.RemediationShare
+	// paceUtil: the pace over up to an hour, for telling a reputation block
+	// from a rate block; nowUtil: the pace over the shortest window, the
+	// rate the provider refused just now, for the ceiling.
+	paceUtil, nowUtil := 0.0, 0.0
+	if first < NumTiers {
+		paceUtil = rates[paceTier] / float64(tierWindows[paceTier]) / pace
+		nowUtil = rates[first] / float64(tierWindows[first]) / pace
+	}
+	remediation := math.Max(maxUtil, paceUtil) < m.RemediationShare
 	if !remediation {
 		// Keep the ceilings learned so far at their risen values, then lower
-		// the tiers that were the busiest to a margin below their rate.
+		// the tiers that were nearly full to a margin below their count,
+		// and the tier that sets the pace to a margin below the pace the
+		// provider refused.
 		for t := Tier(0); t < NumTiers; t++ {
 			rep.Ceilings[t] = ceilingAt(rep, p, t, now)
 		}
-		for t := Tier(0); t < NumTiers; t++ {
-			limit := p.Limits[t]
-			if limit == 0 || rates[t]/float64(limit) < 0.9*maxUtil {
-				continue
-			}
-			c := uint64(math.Max(1, math.Floor(rates[t]*m.CeilingMargin)))
-			if c >= limit {
-				continue
+		lower := func(t Tier, v float64) {
+			c := uint64(math.Max(1, math.Floor(v*m.CeilingMargin)))
+			if c >= p.Limits[t] {
+				return
 			}
 			if cur := rep.Ceilings[t]; cur == 0 || c < cur {
 				rep.Ceilings[t] = c
 			}
+		}
+		for t := Tier(0); t < NumTiers; t++ {
+			if limit := p.Limits[t]; limit > 0 {
+				if u := rates[t] / float64(limit); u >= 0.5 && u >= 0.9*maxUtil {
+					lower(t, rates[t])
+				}
+			}
+		}
+		if nowUtil >= maxUtil && bind < NumTiers {
+			lower(bind, rates[first]*float64(tierWindows[bind])/float64(tierWindows[first]))
 		}
 		rep.CeilingAt = now
 	}

@@ -260,15 +260,11 @@ func detail(d *limiter.Decision, count uint32, why string) string {
 		}
 		b = append(b, t.Tier.String()...)
 		if t.Remaining == 0 || count <= 1 {
-			b = append(b, " tier exhausted: "...)
-			used := uint64(0)
-			if t.Limit > t.Remaining {
-				used = t.Limit - t.Remaining
-			}
-			b = strconv.AppendUint(b, used, 10)
-			b = append(b, '/')
+			// A paced tier has nothing left between its slots, however
+			// little it sent: say the limit, not a count of what was used.
+			b = append(b, " tier: 0 of "...)
 			b = strconv.AppendUint(b, t.Limit, 10)
-			b = append(b, ", next message in "...)
+			b = append(b, " left, next message in "...)
 		} else {
 			b = append(b, " tier has "...)
 			b = strconv.AppendUint(b, t.Remaining, 10)

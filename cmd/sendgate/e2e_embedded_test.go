@@ -19,7 +19,9 @@ import (
 // (well under 80s) the whole messages remaining change only by what is
 // taken. QQ and Gmail keep their built-in reply rules for blocks and
 // throttles.
-const embeddedConfig = `providers:
+const embeddedConfig = `# plain token buckets (no pacing): these tests take bursts
+machine: {burst: 0}
+providers:
   bulk:
     domains: [bulk.test]
     tiers: {day: 200}

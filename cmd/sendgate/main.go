@@ -112,6 +112,8 @@ func commands() []*command {
 		resolveCommand(),
 		classifyCommand(),
 		tokenCommand(),
+		simulateCommand(),
+		benchCommand(),
 	}
 }
 

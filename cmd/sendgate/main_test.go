@@ -23,7 +23,9 @@ import (
 )
 
 // testConfig narrows QQ to 3 a minute, so that the fourth check defers.
-const testConfig = `providers:
+const testConfig = `# plain token buckets (no pacing): these tests take bursts
+machine: {burst: 0}
+providers:
   tencent:
     tiers: {minute: 3, hour: 100, day: 1000}
 `
@@ -147,7 +149,7 @@ func TestServeAndDrive(t *testing.T) {
 	}{
 		{[]string{"check", ip, "qq.com"}, 0, []string{"verdict:", "ALLOW", "tencent", "minute"}},
 		{[]string{"check", ip, "user@QQ.com", "--count", "2"}, 0, []string{"ALLOW"}},
-		{[]string{"check", ip, "qq.com", "--dry-run"}, 3, []string{"DEFER", "RATE_LIMITED", "minute tier exhausted: 3/3"}},
+		{[]string{"check", ip, "qq.com", "--dry-run"}, 3, []string{"DEFER", "RATE_LIMITED", "minute tier: 0 of 3 left"}},
 		{[]string{"check", ip, "qq.com"}, 3, []string{"DEFER", "retry after:"}},
 		{[]string{"report", ip, "qq.com", "0", "--not-attempted", "--count", "1"}, 0, []string{"NOT_ATTEMPTED"}},
 		{[]string{"check", ip, "qq.com"}, 0, []string{"ALLOW"}},

@@ -85,7 +85,7 @@ func randomProvider(r *rand.Rand, name string) *limiter.Provider {
 	}
 	m := &p.Machine
 	m.Burst = []int{0, 0, 1, 2, 5}[r.IntN(5)] // plain buckets and windowed pacing
-	if r.IntN(2) == 0 { // short enough for a sequence to see them end
+	if r.IntN(2) == 0 {                       // short enough for a sequence to see them end
 		m.Cooldowns = []limiter.Cooldown{{Duration: time.Minute}, {Duration: 10 * time.Minute}, {DayEnd: true, Duration: time.Hour}}
 		m.ProbeInterval = 5 * time.Second
 		m.RampInterval = time.Minute

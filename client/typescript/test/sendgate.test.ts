@@ -17,7 +17,9 @@ import {
 } from "../src/index.js";
 import { startSendgate, type RunningServer } from "./server.js";
 
-const CONFIG = `providers:
+// Plain token buckets (burst 0, no pacing): the tests take bursts.
+const CONFIG = `machine: {burst: 0}
+providers:
   tencent:
     domains: [qq.com, foxmail.com]
     tiers: {minute: 3, hour: 100}
