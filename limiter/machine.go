@@ -322,9 +322,8 @@ func block(rec *Record, p *Provider, m *Machine, r Report, reason string, now ti
 	remediation := math.Max(maxUtil, paceUtil) < m.RemediationShare
 	if !remediation {
 		// Keep the ceilings learned so far at their risen values, then lower
-		// the tiers that were nearly full to a margin below their count,
-		// and the tier that sets the pace to a margin below the pace the
-		// provider refused.
+		// the busiest tiers to a margin below their count, and the tier that
+		// sets the pace to a margin below the pace the provider refused.
 		for t := Tier(0); t < NumTiers; t++ {
 			rep.Ceilings[t] = ceilingAt(rep, p, t, now)
 		}
@@ -339,7 +338,7 @@ func block(rec *Record, p *Provider, m *Machine, r Report, reason string, now ti
 		}
 		for t := Tier(0); t < NumTiers; t++ {
 			if limit := p.Limits[t]; limit > 0 {
-				if u := rates[t] / float64(limit); u >= 0.5 && u >= 0.9*maxUtil {
+				if u := rates[t] / float64(limit); u >= 0.9*maxUtil {
 					lower(t, rates[t])
 				}
 			}
