@@ -60,8 +60,9 @@ func (t *serveTelemetry) gauges(lim *limiter.Limiter, raw limiter.Store, res *re
 	})
 }
 
-// grpcOption is the otelgrpc stats handler of the gRPC server.
-func (t *serveTelemetry) grpcOption() grpc.ServerOption { return t.tel.ServerHandler() }
+// grpcOptions are the otelgrpc stats handler of the gRPC server and its
+// latency histogram.
+func (t *serveTelemetry) grpcOptions() ([]grpc.ServerOption, error) { return t.tel.ServerOptions() }
 
 // handler serves /metrics, and everything else from next (/healthz, /readyz).
 func (t *serveTelemetry) handler(next http.Handler) http.Handler {

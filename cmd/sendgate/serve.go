@@ -252,7 +252,12 @@ func serve(inv *invocation, o serveOptions) error {
 		return fmt.Errorf("grpc listener: %w", err)
 	}
 	glis = sec.listenGRPC(glis)
-	g := grpc.NewServer(append(sec.grpcOptions(), tel.grpcOption())...)
+	telOpts, err := tel.grpcOptions()
+	if err != nil {
+		glis.Close()
+		return err
+	}
+	g := grpc.NewServer(append(sec.grpcOptions(), telOpts...)...)
 	srv.Register(g)
 
 	ready := &readiness{health: srv.Health(), log: log}

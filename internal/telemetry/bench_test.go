@@ -92,7 +92,11 @@ func newBenchServer(tb testing.TB, mode benchMode) *client.Client {
 		if sopts.Observer, err = NewObserver(ObserverOptions{Meter: tel.Meter(), Known: res.IsProvider}); err != nil {
 			tb.Fatal(err)
 		}
-		gopts = append(gopts, tel.ServerHandler())
+		so, err := tel.ServerOptions()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		gopts = append(gopts, so...)
 		if mode.clientTraced {
 			copts = append(copts, client.WithTracing(otelgrpc.WithTracerProvider(tp),
 				otelgrpc.WithPropagators(tel.Propagator), otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider())))

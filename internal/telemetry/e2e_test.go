@@ -429,7 +429,7 @@ func TestMetricsMove(t *testing.T) {
 			t.Errorf("%s: no samples", name)
 		}
 	}
-	for _, want := range []string{`sendgate_keys{state="HEALTHY"}`, `sendgate_keys{state="BLOCKED"}`, "process_cpu_seconds_total", "go_goroutine", "rpc_server_"} {
+	for _, want := range []string{`sendgate_keys{state="HEALTHY"}`, `sendgate_keys{state="BLOCKED"}`, "process_cpu_seconds_total", "go_goroutine", "sendgate_rpc_server_duration_seconds_bucket"} {
 		if !strings.Contains(after, want) {
 			t.Errorf("/metrics has no %s", want)
 		}
