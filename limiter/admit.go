@@ -289,9 +289,9 @@ func effectiveLimit(rep *Reputation, p *Provider, t Tier, factor float64, now ti
 	return eff, ceiling
 }
 
-// ceilingAt returns tier t's learned ceiling at now, risen by one step of the
-// configured limit per clean CeilingRiseInterval; 0 when there is none or it
-// has risen back to the limit.
+// ceilingAt returns tier t's learned ceiling at now, risen by
+// CeilingRiseStep of itself per clean CeilingRiseInterval; 0 when there is
+// none or it has risen back to the configured limit.
 func ceilingAt(rep *Reputation, p *Provider, t Tier, now time.Time) uint64 {
 	c := rep.Ceilings[t]
 	if c == 0 {
@@ -299,7 +299,7 @@ func ceilingAt(rep *Reputation, p *Provider, t Tier, now time.Time) uint64 {
 	}
 	limit := p.Limits[t]
 	steps := intervals(rep.CeilingAt, now, p.Machine.CeilingRiseInterval)
-	v := float64(c) + float64(steps)*p.Machine.CeilingRiseStep*float64(limit)
+	v := float64(c) + float64(steps)*p.Machine.CeilingRiseStep*float64(c)
 	if v >= float64(limit) {
 		return 0
 	}

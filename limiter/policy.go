@@ -121,7 +121,8 @@ type Machine struct {
 	// CeilingRiseInterval is the clean time after which a learned ceiling
 	// rises a step.
 	CeilingRiseInterval time.Duration
-	// CeilingRiseStep is the step, as a share of the configured limit.
+	// CeilingRiseStep is the step, as a share of the learned ceiling: the
+	// ceiling probes upwards slowly, in case the provider raised its limit.
 	CeilingRiseStep float64
 	// RemediationShare: a block while every tier was used below this share
 	// of its limit is a reputation problem, not a rate problem.
@@ -150,7 +151,7 @@ func DefaultMachine() Machine {
 		ProbeFactor:              0.25,
 		CeilingMargin:            0.9,
 		CeilingRiseInterval:      24 * time.Hour,
-		CeilingRiseStep:          0.1,
+		CeilingRiseStep:          0.05,
 		RemediationShare:         0.05,
 		RemediationProbeInterval: 6 * time.Hour,
 		HistorySize:              32,

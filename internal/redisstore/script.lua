@@ -143,7 +143,7 @@ local function ceilingOf(t)
   if c == 0 then return 0 end
   local limit = L[t]
   local steps = intervals(ceilingAt, riseInterval)
-  local v = c + steps * riseStep * limit
+  local v = c + steps * riseStep * c
   if v >= limit then return 0 end
   return math.floor(v)
 end
