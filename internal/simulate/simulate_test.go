@@ -16,13 +16,12 @@ import (
 
 // shortQQ is the CI fleet: one simulated hour from a Beijing midnight, 2
 // sender IPs, 2 mailers, one QQ-like provider with its default hidden limits
-// (20 a minute, 300 an hour, 5,000 a Beijing day per IP) counted as token
-// buckets, which is what sendgate's tiers mean (a full burst of the limit,
-// then limit per window). Against natural-window counting the "correct"
-// target is out of reach by design; see the package's report.
+// (20 a minute, 300 an hour, 5,000 a Beijing day per IP) counted in natural
+// windows, the strictest reading of QQ's rules for a sender that bursts;
+// sendgate's built-in policy paces (burst 1), so no window ever holds more
+// than a tier's limit.
 func shortQQ(sc simulate.Scenario, direct bool, tuning string) simulate.Config {
 	p := smtpsim.QQ()
-	// QQ counts in natural windows (the profile's default); sendgate paces (burst 1).
 	return simulate.Config{
 		Scenario: sc, Direct: direct, Tuning: tuning,
 		Providers: []smtpsim.Profile{p},
