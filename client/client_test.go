@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/sendgate/sendgate/internal/fakeclock"
 	"github.com/sendgate/sendgate/client"
 	"github.com/sendgate/sendgate/internal/resolve"
 	"github.com/sendgate/sendgate/limiter"
@@ -26,23 +26,6 @@ import (
 var t0 = time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
 
 const ip = "203.0.113.7"
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // codeClassifier classifies by the basic code alone.
 type codeClassifier struct{}
@@ -60,7 +43,7 @@ func (codeClassifier) Classify(_ string, code uint32, _, _ string) smtpreply.Res
 // fixture is a real sendgate server on loopback TCP that counts the RPCs
 // it receives and can be made to stall.
 type fixture struct {
-	clock *clock
+	clock *fakeclock.Clock
 	addr  string
 	calls atomic.Int64  // CanSend and ReportResult calls received
 	stall chan struct{} // non-nil: calls wait until it is closed or their ctx ends
@@ -69,7 +52,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, stall bool) *fixture {
 	t.Helper()
-	f := &fixture{clock: &clock{t: t0}, md: make(chan metadata.MD, 100)}
+	f := &fixture{clock: fakeclock.New(t0), md: make(chan metadata.MD, 100)}
 	if stall {
 		f.stall = make(chan struct{})
 		t.Cleanup(func() { close(f.stall) })

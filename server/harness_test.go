@@ -4,12 +4,12 @@ import (
 	"context"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/sendgate/sendgate/internal/fakeclock"
 	"github.com/sendgate/sendgate/client"
 	"github.com/sendgate/sendgate/internal/resolve"
 	"github.com/sendgate/sendgate/limiter"
@@ -21,24 +21,6 @@ import (
 
 // t0 is the instant every test starts at.
 var t0 = time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
-
-// clock is a settable clock shared by the server and the test.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // testClassifier stands in for the rule engine: a few fixed rules, so the
 // tests do not depend on the built-in rule set.
@@ -73,7 +55,7 @@ func testPolicy() *limiter.Policy {
 
 // env is a sendgate server on a loopback listener, with a client.
 type env struct {
-	clock  *clock
+	clock  *fakeclock.Clock
 	store  limiter.Store
 	lim    *limiter.Limiter
 	srv    *server.Server
@@ -92,7 +74,7 @@ type envOptions struct {
 
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
-	e := &env{clock: &clock{t: t0}}
+	e := &env{clock: fakeclock.New(t0)}
 	pol := testPolicy()
 	if err := pol.Validate(); err != nil {
 		t.Fatalf("policy: %v", err)

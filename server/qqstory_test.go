@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sendgate/sendgate/internal/fakeclock"
 	"github.com/sendgate/sendgate/internal/config"
 	"github.com/sendgate/sendgate/internal/resolve"
 	"github.com/sendgate/sendgate/limiter"
@@ -32,7 +33,7 @@ func TestQQStoryOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{t: time.Date(2026, 11, 27, 1, 0, 0, 0, time.UTC)} // 09:00 in Beijing
+	clk := fakeclock.New(time.Date(2026, 11, 27, 1, 0, 0, 0, time.UTC)) // 09:00 in Beijing
 	store := memstore.New(memstore.Options{SweepInterval: -1, Policy: cfg.Policy.For})
 	defer store.Close()
 	lim := limiter.New(store, cfg.Policy, limiter.Options{})
