@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/sendgate/sendgate/internal/fakeclock"
 	"github.com/sendgate/sendgate/client"
+	"github.com/sendgate/sendgate/internal/fakeclock"
 	"github.com/sendgate/sendgate/internal/resolve"
 	"github.com/sendgate/sendgate/limiter"
 	"github.com/sendgate/sendgate/limiter/memstore"

@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sendgate/sendgate/internal/fakeclock"
 	"github.com/sendgate/sendgate/internal/config"
+	"github.com/sendgate/sendgate/internal/fakeclock"
 	"github.com/sendgate/sendgate/internal/resolve"
 	"github.com/sendgate/sendgate/limiter"
 	"github.com/sendgate/sendgate/limiter/memstore"
