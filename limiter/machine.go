@@ -304,6 +304,13 @@ func block(rec *Record, p *Provider, m *Machine, r Report, reason string, now ti
 			paceTier = t
 		}
 		rates[t] = rec.Use.Sent[t].Rate(n, int64(tierWindows[t]))
+		if t == Day && p.CalendarDay {
+			// The provider counts this calendar day: so does the bucket.
+			rates[t] = 0
+			if b := rec.Use.Buckets[Day]; b.TAT >= dayStart(n, p.location()) {
+				rates[t] = float64(b.Used)
+			}
+		}
 		if u := rates[t] / float64(limit); u > maxUtil {
 			maxUtil = u
 		}
