@@ -315,3 +315,19 @@ func TestIdleKeepsRecentStories(t *testing.T) {
 		t.Fatal("a key released a day ago is kept forever")
 	}
 }
+
+func TestCalendarDayCeilingFromTheDaysCount(t *testing.T) {
+	t.Parallel()
+	p := testProvider(Limits{Day: 100})
+	p.CalendarDay, p.Location = true, time.UTC
+	var rec Record
+	// 60 messages spread over the day: a rolling 24h window would see them
+	// too, but a day that began before the window's start would not.
+	for i := 0; i < 60; i++ {
+		Admit(&rec, p, 1, false, t0.Add(time.Duration(i)*10*time.Minute))
+	}
+	Apply(&rec, p, Report{Class: IPBlocked}, t0.Add(10*time.Hour))
+	if c := rec.Rep.Ceilings[Day]; c != 54 {
+		t.Fatalf("day ceiling %d, want 54 (90%% of the day's 60)", c)
+	}
+}
