@@ -319,15 +319,19 @@ func TestIdleKeepsRecentStories(t *testing.T) {
 func TestCalendarDayCeilingFromTheDaysCount(t *testing.T) {
 	t.Parallel()
 	p := testProvider(Limits{Day: 100})
-	p.CalendarDay, p.Location = true, time.UTC
+	p.CalendarDay, p.Location = true, time.FixedZone("CST", 8*3600) // days begin at 16:00 UTC
 	var rec Record
-	// 60 messages spread over the day: a rolling 24h window would see them
-	// too, but a day that began before the window's start would not.
-	for i := 0; i < 60; i++ {
-		Admit(&rec, p, 1, false, t0.Add(time.Duration(i)*10*time.Minute))
+	yesterday := time.Date(2026, 11, 27, 1, 0, 0, 0, time.UTC)
+	for i := 0; i < 90; i++ { // yesterday in Beijing, 01:00-15:50 UTC
+		Admit(&rec, p, 1, false, yesterday.Add(time.Duration(i)*10*time.Minute))
 	}
-	Apply(&rec, p, Report{Class: IPBlocked}, t0.Add(10*time.Hour))
-	if c := rec.Rep.Ceilings[Day]; c != 54 {
-		t.Fatalf("day ceiling %d, want 54 (90%% of the day's 60)", c)
+	today := time.Date(2026, 11, 27, 16, 0, 0, 0, time.UTC)
+	for i := 0; i < 30; i++ { // today in Beijing
+		Admit(&rec, p, 1, false, today.Add(time.Duration(i)*5*time.Minute))
+	}
+	// A rolling 24h count would see 120; QQ counts today's 30.
+	Apply(&rec, p, Report{Class: IPBlocked}, today.Add(3*time.Hour))
+	if c := rec.Rep.Ceilings[Day]; c != 27 {
+		t.Fatalf("day ceiling %d, want 27 (90%% of the day's 30)", c)
 	}
 }
