@@ -143,8 +143,10 @@ func Refund(rec *Record, p *Provider, count uint32, now time.Time) {
 		if p.Limits[t] == 0 {
 			continue
 		}
-		eff, _ := effectiveLimit(&rec.Rep, p, t, st.factor, now)
-		g := gauge(&rec.Use.Buckets[t], p, t, eff, n)
+		// Give back at the configured limit's interval, the shortest a take
+		// can have cost: the factor or a ceiling may have changed since the
+		// take, and a refund must never return more than was taken.
+		g := gauge(&rec.Use.Buckets[t], p, t, p.Limits[t], n)
 		g.give(&rec.Use.Buckets[t], count)
 		rec.Use.Sent[t].sub(n, int64(tierWindows[t]), float64(count))
 	}

@@ -237,8 +237,8 @@ local out = {}
 if mode == 'r' then
   for t = 1, 4 do
     if L[t] > 0 then
-      local eff = effective(t)
-      local g = gauge(t, eff)
+      -- at the configured limit's interval, as limiter.Refund
+      local g = gauge(t, L[t])
       if g.cal then
         local u = 0
         if g.used > count then u = g.used - count end
