@@ -326,8 +326,12 @@ func block(rec *Record, p *Provider, m *Machine, r Report, reason string, now ti
 		paceUtil = rates[paceTier] / float64(tierWindows[paceTier]) / pace
 		nowUtil = rates[first] / float64(tierWindows[first]) / pace
 	}
-	remediation := math.Max(maxUtil, paceUtil) < m.RemediationShare
-	if !remediation {
+	// A refused probe says nothing about volume (a probe is one message)
+	// nor about the rate that trips the provider: the provider's own block
+	// simply outlasted the cooldown. It escalates, and learns nothing.
+	probe := rep.State == Probing
+	remediation := !probe && math.Max(maxUtil, paceUtil) < m.RemediationShare
+	if !remediation && !probe {
 		// Keep the ceilings learned so far at their risen values, then lower
 		// the busiest tiers to a margin below their count, and the tier that
 		// sets the pace to a margin below the pace the provider refused.

@@ -335,3 +335,28 @@ func TestCalendarDayCeilingFromTheDaysCount(t *testing.T) {
 		t.Fatalf("day ceiling %d, want 27 (90%% of the day's 30)", c)
 	}
 }
+
+func TestRefusedProbeLearnsNothing(t *testing.T) {
+	t.Parallel()
+	p := testProvider(Limits{Minute: 30, Hour: 600})
+	var rec Record
+	for i := 0; i < 25; i++ {
+		Admit(&rec, p, 1, false, t0.Add(time.Duration(i)*time.Second))
+	}
+	out, _ := Apply(&rec, p, Report{Class: IPBlocked}, t0.Add(time.Minute))
+	ceilings := rec.Rep.Ceilings
+	if rec.Rep.Remediation || ceilings[Minute] == 0 {
+		t.Fatalf("first block: remediation %v ceilings %v", rec.Rep.Remediation, ceilings)
+	}
+	// The provider's own block outlasts the cooldown: the probe is refused.
+	if d := Admit(&rec, p, 1, false, out.Until); d.Verdict != Allow || !d.Probe {
+		t.Fatal("no probe")
+	}
+	out, _ = Apply(&rec, p, Report{Class: IPBlocked}, out.Until.Add(time.Second))
+	if out.State != Blocked || rec.Rep.Strikes != 2 {
+		t.Fatalf("refused probe: %v strikes %d", out.State, rec.Rep.Strikes)
+	}
+	if rec.Rep.Remediation || rec.Rep.Ceilings != ceilings {
+		t.Fatalf("a one-message probe taught remediation %v or ceilings %v (were %v)", rec.Rep.Remediation, rec.Rep.Ceilings, ceilings)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	"github.com/sendgate/sendgate/internal/config"
 	"github.com/sendgate/sendgate/internal/smtpsim"
@@ -74,8 +75,14 @@ func scenarioYAML(sc Scenario, profiles []smtpsim.Profile, factor float64, tunin
 					tiers = append(tiers, fmt.Sprintf("%s: %d", tierKeys[t], uint64(math.Ceil(float64(l)*f))))
 				}
 			}
-			if p.CalendarDay {
-				lines = append(lines, "calendar_day: true", fmt.Sprintf("timezone: %s", p.Location))
+			// A day counted in natural windows is a calendar day in the
+			// provider's zone, whatever the profile calls it.
+			if p.Limits[smtpsim.Day] > 0 && (p.CalendarDay || p.Counting == smtpsim.Fixed) {
+				loc := p.Location
+				if loc == nil {
+					loc = time.UTC
+				}
+				lines = append(lines, "calendar_day: true", fmt.Sprintf("timezone: %s", loc))
 			}
 		case Unknown:
 			names := [...]string{"second", "minute", "hour", "day"}
