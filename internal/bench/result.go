@@ -2,29 +2,15 @@ package bench
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/sendgate/sendgate/internal/jsontime"
 )
 
 // Seconds is a duration that JSON shows as a number of seconds.
-type Seconds time.Duration
-
-// MarshalJSON writes the duration in seconds.
-func (s Seconds) MarshalJSON() ([]byte, error) {
-	return strconv.AppendFloat(nil, time.Duration(s).Seconds(), 'f', -1, 64), nil
-}
-
-// UnmarshalJSON reads a number of seconds.
-func (s *Seconds) UnmarshalJSON(b []byte) error {
-	f, err := strconv.ParseFloat(string(b), 64)
-	if err != nil {
-		return fmt.Errorf("seconds: %w", err)
-	}
-	*s = Seconds(f * float64(time.Second))
-	return nil
-}
+type Seconds = jsontime.Seconds
 
 // Result is what a benchmark measured.
 type Result struct {

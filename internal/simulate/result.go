@@ -9,31 +9,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sendgate/sendgate/internal/jsontime"
 	"github.com/sendgate/sendgate/internal/smtpsim"
 	"github.com/sendgate/sendgate/limiter"
 	sendgatev1 "github.com/sendgate/sendgate/proto/sendgate/v1"
 )
 
 // Seconds is a duration that JSON shows as a number of seconds.
-type Seconds time.Duration
-
-// MarshalJSON writes the duration in seconds.
-func (s Seconds) MarshalJSON() ([]byte, error) {
-	return strconv.AppendFloat(nil, time.Duration(s).Seconds(), 'f', -1, 64), nil
-}
-
-// UnmarshalJSON reads a number of seconds.
-func (s *Seconds) UnmarshalJSON(b []byte) error {
-	f, err := strconv.ParseFloat(string(b), 64)
-	if err != nil {
-		return fmt.Errorf("seconds: %w", err)
-	}
-	*s = Seconds(f * float64(time.Second))
-	return nil
-}
-
-// String returns the duration rounded to the second ("2h10m0s").
-func (s Seconds) String() string { return time.Duration(s).Round(time.Second).String() }
+type Seconds = jsontime.Seconds
 
 // Result is what a simulation measured. Every count is over the whole run
 // unless its name says otherwise.
