@@ -245,6 +245,7 @@ func step(rec *Record, p *Provider, m *Machine, r Report, now time.Time) (Transi
 		}
 		switch rep.State {
 		case StateUnspecified, Healthy:
+			learnFromThrottle(rec, p, m, r, now)
 			tr := transition(rep, m, Throttled, now, reason, r.Reply, ActorReport)
 			rep.Factor = math.Max(m.FactorFloor, dec)
 			rep.FactorAt, rep.DecreasedAt = now, now
@@ -252,6 +253,7 @@ func step(rec *Record, p *Provider, m *Machine, r Report, now time.Time) (Transi
 		case Throttled:
 			f, _ := ramp(rep, m, now)
 			if now.Sub(rep.DecreasedAt) >= m.AdjustInterval {
+				learnFromThrottle(rec, p, m, r, now)
 				f = math.Max(m.FactorFloor, f*dec)
 				rep.DecreasedAt = now
 				rep.Reason, rep.LastReply = reason, r.Reply
@@ -279,85 +281,14 @@ func step(rec *Record, p *Provider, m *Machine, r Report, now time.Time) (Transi
 func block(rec *Record, p *Provider, m *Machine, r Report, reason string, now time.Time) Transition {
 	rep := &rec.Rep
 	strikes := strikesAt(rep, m, now) + 1
-	n := now.UnixNano()
-
-	// How close to its limits was the key sending? Two measures: each
-	// tier's count over its own window against its limit, and the recent
-	// pace (over the longest tier window up to an hour: one message just
-	// sent is no pace) against the pace the tiers allow together. A key
-	// paced to its day tier sends far below its minute and hour limits, and
-	// has sent little of its day yet when it has just started, but it is
-	// sending as fast as its policy allows.
-	var rates [NumTiers]float64
-	maxUtil := 0.0
-	first, paceTier, bind := Tier(NumTiers), Tier(NumTiers), Tier(NumTiers)
-	pace := math.Inf(1) // messages per nanosecond the tiers allow together
-	for t := Tier(0); t < NumTiers; t++ {
-		limit := p.Limits[t]
-		if limit == 0 {
-			continue
-		}
-		if first == NumTiers {
-			first = t
-		}
-		if paceTier == NumTiers || tierWindows[t] <= time.Hour {
-			paceTier = t
-		}
-		rates[t] = rec.Use.Sent[t].Rate(n, int64(tierWindows[t]))
-		if t == Day && p.CalendarDay {
-			// The provider counts this calendar day: so does the bucket.
-			rates[t] = 0
-			if b := rec.Use.Buckets[Day]; b.TAT >= dayStart(n, p.location()) {
-				rates[t] = float64(b.Used)
-			}
-		}
-		if u := rates[t] / float64(limit); u > maxUtil {
-			maxUtil = u
-		}
-		if r := float64(limit) / float64(tierWindows[t]); r < pace {
-			pace, bind = r, t
-		}
-	}
-	// paceUtil: the pace over up to an hour, for telling a reputation block
-	// from a rate block; nowUtil: the pace over the shortest window, the
-	// rate the provider refused just now, for the ceiling.
-	paceUtil, nowUtil := 0.0, 0.0
-	if first < NumTiers {
-		paceUtil = rates[paceTier] / float64(tierWindows[paceTier]) / pace
-		nowUtil = rates[first] / float64(tierWindows[first]) / pace
-	}
+	u := measure(rec, p, now)
 	// A refused probe says nothing about volume (a probe is one message)
 	// nor about the rate that trips the provider: the provider's own block
 	// simply outlasted the cooldown. It escalates, and learns nothing.
 	probe := rep.State == Probing
-	remediation := !probe && math.Max(maxUtil, paceUtil) < m.RemediationShare
+	remediation := !probe && u.util() < m.RemediationShare
 	if !remediation && !probe {
-		// Keep the ceilings learned so far at their risen values, then lower
-		// the busiest tiers to a margin below their count, and the tier that
-		// sets the pace to a margin below the pace the provider refused.
-		for t := Tier(0); t < NumTiers; t++ {
-			rep.Ceilings[t] = ceilingAt(rep, p, t, now)
-		}
-		lower := func(t Tier, v float64) {
-			c := uint64(math.Max(1, math.Floor(v*m.CeilingMargin)))
-			if c >= p.Limits[t] {
-				return
-			}
-			if cur := rep.Ceilings[t]; cur == 0 || c < cur {
-				rep.Ceilings[t] = c
-			}
-		}
-		for t := Tier(0); t < NumTiers; t++ {
-			if limit := p.Limits[t]; limit > 0 {
-				if u := rates[t] / float64(limit); u >= 0.9*maxUtil {
-					lower(t, rates[t])
-				}
-			}
-		}
-		if nowUtil >= maxUtil && bind < NumTiers {
-			lower(bind, rates[first]*float64(tierWindows[bind])/float64(tierWindows[first]))
-		}
-		rep.CeilingAt = now
+		learn(rep, p, m, &u, now)
 	}
 	until := cooldownEnd(m, strikes, p.location(), now)
 	if remediation {
@@ -370,6 +301,115 @@ func block(rec *Record, p *Provider, m *Machine, r Report, reason string, now ti
 	rep.ProbeOK = 0
 	rep.Remediation = rep.Remediation || remediation
 	return tr
+}
+
+// learnFromThrottle learns ceilings from a RATE_LIMITED report, as a block
+// does: the rate the provider throttled is a limit found, and without a
+// ceiling the factor would ramp straight back into it, a saw-tooth that
+// sends at half the provider's rate on average. A throttle while the key
+// sent below remediation_share of every limit is about reputation, not
+// rate, and a CONNECTION_LIMITED report is about concurrency: neither
+// teaches a ceiling.
+func learnFromThrottle(rec *Record, p *Provider, m *Machine, r Report, now time.Time) {
+	if r.Class != RateLimited {
+		return
+	}
+	if u := measure(rec, p, now); u.util() >= m.RemediationShare {
+		learn(&rec.Rep, p, m, &u, now)
+	}
+}
+
+// usage is how close to its limits a key was sending at some instant.
+type usage struct {
+	// rates is each tier's count over its own window (for a calendar day
+	// tier, the day's count so far).
+	rates [NumTiers]float64
+	// maxUtil is the largest share rates[t]/limit of any tier.
+	maxUtil float64
+	// paceUtil is the recent pace (over the longest tier window up to an
+	// hour) against the pace the tiers allow together; nowUtil the pace over
+	// the shortest window, the rate the provider refused just now.
+	paceUtil, nowUtil float64
+	// first is the shortest configured tier, bind the one that sets the
+	// pace (NumTiers when there is none).
+	first, bind Tier
+}
+
+// util is the key's use of its limits: a key paced to its day tier sends
+// far below its minute and hour limits, and has sent little of its day yet
+// when it has just started, but it is sending as fast as its policy allows.
+func (u *usage) util() float64 { return math.Max(u.maxUtil, u.paceUtil) }
+
+// measure returns how close to its limits rec was sending at now: each
+// tier's count over its own window against its limit, and the recent pace
+// (one message just sent is no pace) against the pace the tiers allow
+// together.
+func measure(rec *Record, p *Provider, now time.Time) usage {
+	n := now.UnixNano()
+	u := usage{first: NumTiers, bind: NumTiers}
+	paceTier := Tier(NumTiers)
+	pace := math.Inf(1) // messages per nanosecond the tiers allow together
+	for t := Tier(0); t < NumTiers; t++ {
+		limit := p.Limits[t]
+		if limit == 0 {
+			continue
+		}
+		if u.first == NumTiers {
+			u.first = t
+		}
+		if paceTier == NumTiers || tierWindows[t] <= time.Hour {
+			paceTier = t
+		}
+		u.rates[t] = rec.Use.Sent[t].Rate(n, int64(tierWindows[t]))
+		if t == Day && p.CalendarDay {
+			// The provider counts this calendar day: so does the bucket.
+			u.rates[t] = 0
+			if b := rec.Use.Buckets[Day]; b.TAT >= dayStart(n, p.location()) {
+				u.rates[t] = float64(b.Used)
+			}
+		}
+		if x := u.rates[t] / float64(limit); x > u.maxUtil {
+			u.maxUtil = x
+		}
+		if r := float64(limit) / float64(tierWindows[t]); r < pace {
+			pace, u.bind = r, t
+		}
+	}
+	if u.first < NumTiers {
+		u.paceUtil = u.rates[paceTier] / float64(tierWindows[paceTier]) / pace
+		u.nowUtil = u.rates[u.first] / float64(tierWindows[u.first]) / pace
+	}
+	return u
+}
+
+// learn lowers rep's ceilings to what the provider just refused: it keeps
+// the ceilings learned so far at their risen values, then lowers the
+// busiest tiers to a margin below their count, and the tier that sets the
+// pace to a margin below the pace the provider refused.
+func learn(rep *Reputation, p *Provider, m *Machine, u *usage, now time.Time) {
+	for t := Tier(0); t < NumTiers; t++ {
+		rep.Ceilings[t] = ceilingAt(rep, p, t, now)
+	}
+	lower := func(t Tier, v float64) {
+		c := uint64(math.Max(1, math.Floor(v*m.CeilingMargin)))
+		if c >= p.Limits[t] {
+			return
+		}
+		if cur := rep.Ceilings[t]; cur == 0 || c < cur {
+			rep.Ceilings[t] = c
+		}
+	}
+	for t := Tier(0); t < NumTiers; t++ {
+		if limit := p.Limits[t]; limit > 0 {
+			if x := u.rates[t] / float64(limit); x >= 0.9*u.maxUtil {
+				lower(t, u.rates[t])
+			}
+		}
+	}
+	if u.nowUtil >= u.maxUtil && u.bind < NumTiers {
+		lower(u.bind, u.rates[u.first]*float64(tierWindows[u.bind])/float64(tierWindows[u.first]))
+	}
+	rep.CeilingAt = now
 }
 
 // cooldownEnd returns the end of the cooldown for the given strike count

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -130,6 +131,56 @@ func TestThrottle(t *testing.T) {
 		// climbs back to 1 and HEALTHY after enough quiet intervals
 		{at: 5*m + 90*m, check: 1, verdict: Allow, state: Healthy, factor: 1, minLimit: 100},
 	})
+}
+
+// TestThrottleTeachesACeiling: a RATE_LIMITED report while the key was
+// busy is a limit found, like a block: the factor ramps back up to a margin
+// below it, not into it again (Gmail's 421 4.7.28). A throttle at low volume
+// and a connection limit teach nothing.
+func TestThrottleTeachesACeiling(t *testing.T) {
+	t.Parallel()
+	p := testProvider(Limits{Minute: 100})
+	busy := func() *Record {
+		var rec Record
+		for i := 0; i < 60; i++ {
+			Admit(&rec, p, 1, false, t0.Add(time.Duration(i)*time.Second))
+		}
+		return &rec
+	}
+	rec := busy()
+	at := t0.Add(time.Minute)
+	if out, _ := Apply(rec, p, Report{Class: RateLimited, Rule: "google/421-4.7.28"}, at); out.State != Throttled {
+		t.Fatalf("state %v, want THROTTLED", out.State)
+	}
+	want := uint64(math.Floor(60 * p.Machine.CeilingMargin))
+	if c := rec.Rep.Ceilings[Minute]; c != want {
+		t.Fatalf("minute ceiling %d after a throttle at 60/minute, want %d", c, want)
+	}
+	// In-flight sends reporting the same throttle within the adjust
+	// interval change nothing.
+	Apply(rec, p, Report{Class: RateLimited}, at.Add(10*time.Second))
+	if c := rec.Rep.Ceilings[Minute]; c != want {
+		t.Fatalf("a second report within the adjust interval moved the ceiling to %d", c)
+	}
+	if d := Admit(rec, p, 1, false, at.Add(20*time.Second)); d.Tiers.List[0].Limit != uint64(float64(want)*p.Machine.DecreaseFactor) {
+		t.Fatalf("throttled minute limit %d, want the factor times the ceiling %d", d.Tiers.List[0].Limit, want)
+	}
+	// Ramped back to HEALTHY: at the ceiling, not at the configured 100.
+	if d := Admit(rec, p, 1, false, at.Add(3*time.Hour)); d.State != Healthy || d.Tiers.List[0].Limit != want {
+		t.Fatalf("after the ramp: %v, minute limit %d, want HEALTHY at %d", d.State, d.Tiers.List[0].Limit, want)
+	}
+
+	var quiet Record
+	Admit(&quiet, p, 1, false, t0)
+	Apply(&quiet, p, Report{Class: RateLimited}, t0.Add(time.Minute))
+	if quiet.Rep.Ceilings != (Limits{}) {
+		t.Fatalf("a throttle after one message taught ceilings %v", quiet.Rep.Ceilings)
+	}
+	conn := busy()
+	Apply(conn, p, Report{Class: ConnectionLimited}, t0.Add(time.Minute))
+	if conn.Rep.State != Throttled || conn.Rep.Ceilings != (Limits{}) {
+		t.Fatalf("connection limit: state %v, ceilings %v; want THROTTLED and none", conn.Rep.State, conn.Rep.Ceilings)
+	}
 }
 
 func TestStaleReportsNeverEscalate(t *testing.T) {

@@ -128,6 +128,40 @@ func TestShortSimulation(t *testing.T) {
 	}
 }
 
+// TestGmailThrottleTeachesACeiling runs a Gmail-like provider (421 4.7.28
+// over its hidden 60 a minute and 1,500 an hour, a block only far over)
+// with limits configured 2.5x too high, for six simulated hours: sendgate
+// must learn the hour limit from the 421s and stop running into it. Without
+// learning from throttles the factor saw-tooths back into the wall: 534
+// refusals in the same run, and an hour limit still at 3,468.
+func TestGmailThrottleTeachesACeiling(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("simulation")
+	}
+	cfg := simulate.Config{Scenario: simulate.TooHigh, Providers: []smtpsim.Profile{smtpsim.Gmail()}, IPs: 1, Mailers: 1, Duration: 6 * time.Hour}
+	res, err := simulate.Run(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	t.Logf("gmail too-high:\n%s", res.Table())
+	checkBooks(t, "gmail", res)
+	k := res.Keys[0]
+	hidden := smtpsim.Gmail().Limits[smtpsim.Hour]
+	if k.Blocks != 0 {
+		t.Errorf("blocked %d times, want never (the 421s come first)", k.Blocks)
+	}
+	if k.Refusals > 150 {
+		t.Errorf("%d refusals in 6 hours, want at most 150: the throttles did not teach a ceiling", k.Refusals)
+	}
+	if h := k.Sendgate.Limits["hour"]; h > hidden || h < hidden*8/10 {
+		t.Errorf("hour limit %d at the end, want a learned ceiling within 20%% under the hidden %d", h, hidden)
+	}
+	if gp := float64(k.Delivered) / float64(k.Capacity); gp < 0.75 {
+		t.Errorf("goodput %.1f%% (%d of %d), want at least 75%%", gp*100, k.Delivered, k.Capacity)
+	}
+}
+
 // checkBooks checks that every message attempted was delivered or refused,
 // that the provider's count agrees, and that capacity and goodput agree.
 func checkBooks(t *testing.T, name string, res simulate.Result) {
