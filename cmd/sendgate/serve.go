@@ -19,6 +19,7 @@ import (
 	"github.com/sendgate/sendgate/internal/boltstore"
 	"github.com/sendgate/sendgate/internal/config"
 	"github.com/sendgate/sendgate/internal/failover"
+	"github.com/sendgate/sendgate/internal/gctune"
 	"github.com/sendgate/sendgate/internal/redisstore"
 	"github.com/sendgate/sendgate/internal/resolve"
 	"github.com/sendgate/sendgate/internal/telemetry"
@@ -73,6 +74,7 @@ calls in flight finish (for at most 10s), then the process exits 0.`,
 			fs.StringVar(&o.sec.authFile, "auth-file", "", "callers `file` (YAML): hashed tokens and certificate identities with their roles; reloaded on SIGHUP and when it changes")
 			fs.BoolVar(&o.sec.insecure, "insecure", false, "allow listening on a non-loopback address without TLS or an auth file")
 			fs.IntVar(&o.sec.maxConns, "max-conns", 4096, "most gRPC connections open at once (0: no limit)")
+			fs.IntVar(&o.gcHeapFloor, "gc-heap-floor", gctune.DefaultFloor>>20, "least heap goal of the Go garbage collector, in `MiB`: fewer collections under load for that much memory (0: GOGC's default; ignored when GOGC or GOMEMLIMIT is set)")
 			return func(inv *invocation) error { return serve(inv, o) }
 		},
 	}
@@ -93,6 +95,8 @@ type serveOptions struct {
 	redisCluster, redisTLS, failOpen  bool
 	redisTimeout                      time.Duration
 	fallbackShare                     float64
+
+	gcHeapFloor int // MiB
 }
 
 // newLogger returns the serve log, on w.
@@ -203,6 +207,15 @@ func serve(inv *invocation, o serveOptions) error {
 	sec, err := newSecurity(o.sec, o.grpcAddr, o.httpAddr, log)
 	if err != nil {
 		return err
+	}
+	if o.gcHeapFloor < 0 || o.gcHeapFloor > 1<<20 {
+		return &usageError{cmd: "serve", msg: fmt.Sprintf("serve: --gc-heap-floor %d: want 0 to %d MiB", o.gcHeapFloor, 1<<20)}
+	}
+	if v := gctune.Overridden(); v != "" && o.gcHeapFloor > 0 {
+		log.Info("gc heap floor off: the environment sets " + v)
+	} else if o.gcHeapFloor > 0 {
+		defer gctune.Start(uint64(o.gcHeapFloor)<<20, gctune.DefaultInterval)()
+		log.Debug("gc heap floor", "mib", o.gcHeapFloor)
 	}
 	cfg, err := loadConfig(o.configPath)
 	if err != nil {

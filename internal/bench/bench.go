@@ -58,6 +58,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sendgate/sendgate/internal/config"
+	"github.com/sendgate/sendgate/internal/gctune"
 	"github.com/sendgate/sendgate/internal/resolve"
 	"github.com/sendgate/sendgate/limiter"
 	"github.com/sendgate/sendgate/limiter/memstore"
@@ -142,6 +143,10 @@ type Config struct {
 	RPCs []RPC
 	// NoPaced skips the paced runs at half of each maximum.
 	NoPaced bool
+	// Rate, when positive, paces every RPC at this many calls per second
+	// instead of at half of its maximum (the p99 target is then not
+	// checked: it is set at half of the maximum).
+	Rate float64
 	// Domain is the recipient domain of every call; "" means DefaultDomain.
 	Domain string
 	// MemoryKeys, when positive, also measures the memory store's heap
@@ -188,6 +193,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("batch: %d is not between 1 and 1000", c.BatchSize)
 	case c.Duration < 0 || c.MemoryKeys < 0:
 		return c, errors.New("duration and memory keys must not be negative")
+	case c.Rate < 0 || c.Rate > 10_000_000:
+		return c, fmt.Errorf("rate: %v is not between 0 and 10000000", c.Rate)
 	}
 	return c, nil
 }
@@ -332,6 +339,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Result, error) {
 		BatchSize: cfg.BatchSize, Duration: Seconds(cfg.Duration), GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(),
 	}
 	if cfg.Addr == "" {
+		// The in-process server runs as `sendgate serve` does, with its
+		// garbage collector's heap floor (unless GOGC or GOMEMLIMIT is set).
+		if gctune.Overridden() == "" {
+			defer gctune.Start(gctune.DefaultFloor, gctune.DefaultInterval)()
+			res.GCHeapFloor = gctune.DefaultFloor
+		}
 		addr, stop, err := startServer(cfg.Domain)
 		if err != nil {
 			return Result{}, fmt.Errorf("bench: in-process server: %w", err)
@@ -351,20 +364,28 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Result, error) {
 	}
 	for _, rpc := range cfg.RPCs {
 		fmt.Fprintf(progress, "bench: %s at maximum load, %d callers, %v ...\n", rpc, cfg.Callers, cfg.Duration)
+		cpu0 := processCPU()
 		r, err := b.closedLoop(ctx, rpc)
 		if err != nil {
 			return Result{}, fmt.Errorf("bench: %s: %w", rpc, err)
 		}
+		r.CPU = cpuShare(cpu0, b.warmup()+cfg.Duration)
 		res.Runs = append(res.Runs, r)
 	}
 	if !cfg.NoPaced {
 		for _, m := range res.Runs {
-			rate := m.CallsPerSec / 2
-			fmt.Fprintf(progress, "bench: %s paced at %.0f calls/s (half of maximum), %v ...\n", m.RPC, rate, cfg.Duration)
+			rate, what := m.CallsPerSec/2, "half of maximum"
+			if cfg.Rate > 0 {
+				rate, what = cfg.Rate, "--rate"
+			}
+			fmt.Fprintf(progress, "bench: %s paced at %.0f calls/s (%s), %v ...\n", m.RPC, rate, what, cfg.Duration)
+			cpu0 := processCPU()
 			r, err := b.paced(ctx, m.RPC, rate)
 			if err != nil {
 				return Result{}, fmt.Errorf("bench: %s paced: %w", m.RPC, err)
 			}
+			r.CPU = cpuShare(cpu0, b.warmup()+cfg.Duration)
+			r.HalfOfMax = cfg.Rate == 0
 			res.Paced = append(res.Paced, r)
 		}
 	}
@@ -378,6 +399,15 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Result, error) {
 	}
 	res.ratios()
 	return res, nil
+}
+
+// cpuShare returns the CPUs this process used on average since it had used
+// cpu0, over a run of length d (0 where CPU time is not measured).
+func cpuShare(cpu0, d time.Duration) float64 {
+	if cpu0 == 0 || d <= 0 {
+		return 0
+	}
+	return (processCPU() - cpu0).Seconds() / d.Seconds()
 }
 
 // dialConn returns a client connection to addr (plaintext).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -169,7 +170,43 @@ func TestSmoke(t *testing.T) {
 	if _, err := json.Marshal(res); err != nil {
 		t.Errorf("json: %v", err)
 	}
+	if runtime.GOOS == "linux" {
+		for _, r := range append(append([]Measurement(nil), res.Runs...), res.Paced...) {
+			// The process ran the server and the generator: busy, and at
+			// most every CPU (a little slack for the measurement's edges).
+			if r.CPU <= 0 || r.CPU > float64(runtime.NumCPU())*1.1 {
+				t.Errorf("%s/%s: cpu %.2f, want in (0, %d]", r.RPC, r.Mode, r.CPU, runtime.NumCPU())
+			}
+		}
+	}
 	t.Logf("\n%s", tab)
+}
+
+// TestRate paces at a rate asked for instead of at half of the maximum:
+// the paced run keeps that rate, and the half-of-maximum p99 target is not
+// checked against it.
+func TestRate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a second of load")
+	}
+	res, err := Run(context.Background(), Config{Callers: 2, Keys: 10, RPCs: []RPC{CanSend}, Rate: 400, Duration: 500 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if len(res.Paced) != 2 {
+		t.Fatalf("%d paced runs, want 2 (health and cansend)", len(res.Paced))
+	}
+	for _, p := range res.Paced {
+		got := float64(p.Calls) / time.Duration(p.Elapsed).Seconds()
+		if p.TargetRate != 400 || p.HalfOfMax || got < 200 || got > 420 {
+			t.Errorf("%s paced: target %.0f (half of max %v), %.0f calls/s; want 400, false, about 400", p.RPC, p.TargetRate, p.HalfOfMax, got)
+		}
+	}
+	for _, tg := range res.Targets {
+		if strings.Contains(tg.Name, "p99") {
+			t.Errorf("target %q checked at a rate that is not half of the maximum", tg.Name)
+		}
+	}
 }
 
 func TestFlags(t *testing.T) {
@@ -192,7 +229,7 @@ func TestFlags(t *testing.T) {
 	if err := f.Print(&out, res); err == nil || !strings.Contains(err.Error(), "CanSend throughput") {
 		t.Errorf("Print --check = %v, want the missed target", err)
 	}
-	for _, bad := range [][]string{{"--rpcs", "bogus"}, {"--callers", "-1"}, {"--batch", "5000"}} {
+	for _, bad := range [][]string{{"--rpcs", "bogus"}, {"--callers", "-1"}, {"--batch", "5000"}, {"--rate", "-5"}} {
 		fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 		f := AddFlags(fs)
 		if err := fs.Parse(bad); err != nil {

@@ -20,6 +20,7 @@ type Flags struct {
 	batch      int
 	rpcs       string
 	noPaced    bool
+	rate       float64
 	domain     string
 	memoryKeys int
 	timeout    time.Duration
@@ -40,6 +41,7 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	fs.IntVar(&f.batch, "batch", DefaultBatchSize, "checks per CanSendBatch (B)")
 	fs.StringVar(&f.rpcs, "rpcs", "cansend,cansend-batch,report", "RPCs to measure besides the health Check baseline")
 	fs.BoolVar(&f.noPaced, "no-paced", false, "skip the paced runs at half of each maximum")
+	fs.Float64Var(&f.rate, "rate", 0, "pace every RPC at this many calls/s instead of at half of its maximum (0: half)")
 	fs.StringVar(&f.domain, "domain", DefaultDomain, "recipient `domain` of every call (against a running server, use one its policy knows)")
 	fs.IntVar(&f.memoryKeys, "memory-keys", 0, "also measure the memory store's bytes per active key with this many keys (1000000 for issue 8)")
 	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "timeout of each call")
@@ -56,7 +58,7 @@ func (f *Flags) Config() (Config, error) {
 	}
 	c := Config{
 		Addr: f.addr, Callers: f.callers, Conns: f.conns, Keys: f.keys, Duration: f.duration,
-		BatchSize: f.batch, RPCs: rpcs, NoPaced: f.noPaced, Domain: f.domain, MemoryKeys: f.memoryKeys, Timeout: f.timeout,
+		BatchSize: f.batch, RPCs: rpcs, NoPaced: f.noPaced, Rate: f.rate, Domain: f.domain, MemoryKeys: f.memoryKeys, Timeout: f.timeout,
 	}
 	if _, err := c.withDefaults(); err != nil {
 		return Config{}, err

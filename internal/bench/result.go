@@ -23,6 +23,9 @@ type Result struct {
 	Duration   Seconds `json:"duration_s"`
 	GOMAXPROCS int     `json:"gomaxprocs"`
 	NumCPU     int     `json:"num_cpu"`
+	// GCHeapFloor is the heap floor of the in-process server's garbage
+	// collector (as `sendgate serve --gc-heap-floor`), 0 when it is off.
+	GCHeapFloor uint64 `json:"gc_heap_floor_bytes,omitempty"`
 	// TimerLateness is the median overshoot of a 100µs sleep here: the
 	// paced generator cannot send more evenly than this, so it sends in
 	// bursts of rate x TimerLateness calls.
@@ -43,9 +46,15 @@ type Measurement struct {
 	Mode string `json:"mode"` // "max" (closed loop) or "paced" (open loop)
 	// Concurrency is the number of callers (max) or workers (paced).
 	Concurrency int `json:"concurrency"`
-	// TargetRate is the paced rate in calls per second.
+	// TargetRate is the paced rate in calls per second, and HalfOfMax
+	// whether it is half of the RPC's maximum (not a rate asked for).
 	TargetRate float64 `json:"target_rate,omitempty"`
-	Elapsed    Seconds `json:"elapsed_s"`
+	HalfOfMax  bool    `json:"half_of_max,omitempty"`
+	// CPU is the CPUs this process used on average during the run (warm-up
+	// included): the server and the generator in-process, the generator
+	// alone against --addr. 0 where it is not measured.
+	CPU     float64 `json:"cpu,omitempty"`
+	Elapsed Seconds `json:"elapsed_s"`
 	// Calls counts successful calls, Decisions the admission decisions
 	// they carried (a batch carries BatchSize), Errors failed calls.
 	Calls           uint64  `json:"calls"`
@@ -138,12 +147,19 @@ func (res *Result) ratios() {
 		res.Targets = append(res.Targets, Target{Name: fmt.Sprintf("CanSendBatch (%d) decisions/s vs CanSend", res.BatchSize),
 			Want: ">= 10x", Got: fmt.Sprintf("%.1fx", x), OK: x >= 10})
 	}
+	hp, okHP := find(res.Paced, Health)
 	for _, p := range res.Paced {
-		if p.RPC == Health {
+		if p.RPC == Health || !p.HalfOfMax {
 			continue
 		}
+		got := fmtLatency(p.P99)
+		if okHP {
+			// The baseline's own p99, paced at half of its own maximum in
+			// the same run: what this machine allows any gRPC call.
+			got += fmt.Sprintf(" (health Check: %s)", fmtLatency(hp.P99))
+		}
 		res.Targets = append(res.Targets, Target{Name: fmt.Sprintf("%s p99 at %.0f calls/s (half of max)", p.RPC, p.TargetRate),
-			Want: "< 2ms", Got: fmtLatency(p.P99), OK: time.Duration(p.P99) < 2*time.Millisecond})
+			Want: "< 2ms", Got: got, OK: time.Duration(p.P99) < 2*time.Millisecond})
 	}
 }
 
@@ -165,11 +181,14 @@ func (res Result) Table() string {
 	where := "server at " + res.Addr
 	if res.InProcess {
 		where = "in-process server (memory store) at " + res.Addr + ", sharing the CPUs with the load generator"
+		if res.GCHeapFloor > 0 {
+			where += fmt.Sprintf(", gc heap floor %d MiB", res.GCHeapFloor>>20)
+		}
 	}
 	fmt.Fprintf(&b, "sendgate bench: %s\n%d callers over %d connections, %d keys, batch %d, %v per run, GOMAXPROCS %d of %d CPUs, timer lateness %s\n\n",
 		where, res.Callers, res.Conns, res.Keys, res.BatchSize, time.Duration(res.Duration), res.GOMAXPROCS, res.NumCPU, fmtLatency(res.TimerLateness))
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "rpc\tmode\tcalls/s\tdecisions/s\tvs health\tp50\tp90\tp99\tp99.9\tmax\terrors\t")
+	fmt.Fprintln(tw, "rpc\tmode\tcalls/s\tdecisions/s\tvs health\tp50\tp90\tp99\tp99.9\tmax\terrors\tcpu\t")
 	for _, runs := range [][]Measurement{res.Runs, res.Paced} {
 		for _, r := range runs {
 			mode, vs := r.Mode, "-"
@@ -181,8 +200,12 @@ func (res Result) Table() string {
 					vs += fmt.Sprintf(" (%.1f per decision)", r.DecisionsVsHealth)
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\n", r.RPC, mode, r.CallsPerSec, r.DecisionsPerSec, vs,
-				fmtLatency(r.P50), fmtLatency(r.P90), fmtLatency(r.P99), fmtLatency(r.P999), fmtLatency(r.Max), r.Errors)
+			cpu := "-"
+			if r.CPU > 0 {
+				cpu = fmt.Sprintf("%.2f", r.CPU)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t\n", r.RPC, mode, r.CallsPerSec, r.DecisionsPerSec, vs,
+				fmtLatency(r.P50), fmtLatency(r.P90), fmtLatency(r.P99), fmtLatency(r.P999), fmtLatency(r.Max), r.Errors, cpu)
 		}
 	}
 	tw.Flush()
