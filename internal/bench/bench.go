@@ -338,13 +338,14 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Result, error) {
 		Addr: cfg.Addr, InProcess: cfg.Addr == "", Callers: cfg.Callers, Conns: cfg.Conns, Keys: cfg.Keys,
 		BatchSize: cfg.BatchSize, Duration: Seconds(cfg.Duration), GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(),
 	}
+	// The generator's garbage collector stalls its callers too, and an
+	// in-process server runs as `sendgate serve` does: both with the heap
+	// floor of serve's --gc-heap-floor (unless GOGC or GOMEMLIMIT is set).
+	if gctune.Overridden() == "" {
+		defer gctune.Start(gctune.DefaultFloor, gctune.DefaultInterval)()
+		res.GCHeapFloor = gctune.DefaultFloor
+	}
 	if cfg.Addr == "" {
-		// The in-process server runs as `sendgate serve` does, with its
-		// garbage collector's heap floor (unless GOGC or GOMEMLIMIT is set).
-		if gctune.Overridden() == "" {
-			defer gctune.Start(gctune.DefaultFloor, gctune.DefaultInterval)()
-			res.GCHeapFloor = gctune.DefaultFloor
-		}
 		addr, stop, err := startServer(cfg.Domain)
 		if err != nil {
 			return Result{}, fmt.Errorf("bench: in-process server: %w", err)

@@ -23,8 +23,9 @@ type Result struct {
 	Duration   Seconds `json:"duration_s"`
 	GOMAXPROCS int     `json:"gomaxprocs"`
 	NumCPU     int     `json:"num_cpu"`
-	// GCHeapFloor is the heap floor of the in-process server's garbage
-	// collector (as `sendgate serve --gc-heap-floor`), 0 when it is off.
+	// GCHeapFloor is the heap floor of this process's garbage collector
+	// (the generator's, and the in-process server's: as `sendgate serve
+	// --gc-heap-floor`), 0 when it is off.
 	GCHeapFloor uint64 `json:"gc_heap_floor_bytes,omitempty"`
 	// TimerLateness is the median overshoot of a 100µs sleep here: the
 	// paced generator cannot send more evenly than this, so it sends in
@@ -181,9 +182,9 @@ func (res Result) Table() string {
 	where := "server at " + res.Addr
 	if res.InProcess {
 		where = "in-process server (memory store) at " + res.Addr + ", sharing the CPUs with the load generator"
-		if res.GCHeapFloor > 0 {
-			where += fmt.Sprintf(", gc heap floor %d MiB", res.GCHeapFloor>>20)
-		}
+	}
+	if res.GCHeapFloor > 0 {
+		where += fmt.Sprintf(", gc heap floor %d MiB", res.GCHeapFloor>>20)
 	}
 	fmt.Fprintf(&b, "sendgate bench: %s\n%d callers over %d connections, %d keys, batch %d, %v per run, GOMAXPROCS %d of %d CPUs, timer lateness %s\n\n",
 		where, res.Callers, res.Conns, res.Keys, res.BatchSize, time.Duration(res.Duration), res.GOMAXPROCS, res.NumCPU, fmtLatency(res.TimerLateness))
