@@ -290,9 +290,9 @@ func block(rec *Record, p *Provider, m *Machine, r Report, reason string, now ti
 	if !remediation && !probe {
 		learn(rep, p, m, &u, now)
 	}
-	until := cooldownEnd(m, strikes, p.location(), now)
+	until := cooldownEnd(m, strikes, p.location(), now, !probe || !probingSinceMidnight(rep, p))
 	if remediation {
-		until = cooldownEnd(m, uint32(len(m.Cooldowns)), p.location(), now)
+		until = cooldownEnd(m, uint32(len(m.Cooldowns)), p.location(), now, true)
 		reason += "; needs remediation: blocked far below every limit, a reputation problem: ask the provider to delist the IP, then release the key"
 	}
 	tr := transition(rep, m, Blocked, now, reason, r.Reply, ActorReport)
@@ -412,10 +412,22 @@ func learn(rep *Reputation, p *Provider, m *Machine, u *usage, now time.Time) {
 	rep.CeilingAt = now
 }
 
+// probingSinceMidnight reports whether a PROBING key began probing at a
+// midnight of its provider: the cooldown that ended was a day-end rung.
+// When such a probe is refused, the provider's block did not end with its
+// day (Yahoo's deferrals last hours from the breach), and waiting for the
+// next midnight would lose a whole day.
+func probingSinceMidnight(rep *Reputation, p *Provider) bool {
+	n := rep.Since.UnixNano()
+	return rep.State == Probing && n == dayStart(n, p.location())
+}
+
 // cooldownEnd returns the end of the cooldown for the given strike count
 // (>= 1): the rung for that strike, and never earlier than any rung below
-// it, so that cooldowns never shrink as strikes grow.
-func cooldownEnd(m *Machine, strikes uint32, loc *time.Location, now time.Time) time.Time {
+// it, so that cooldowns never shrink as strikes grow. With dayEnd false a
+// day-end rung lasts its least duration only (">=4h": 4 hours), not to the
+// next midnight: for a probe refused just after a day-end cooldown.
+func cooldownEnd(m *Machine, strikes uint32, loc *time.Location, now time.Time, dayEnd bool) time.Time {
 	idx := int(strikes) - 1
 	if idx >= len(m.Cooldowns) {
 		idx = len(m.Cooldowns) - 1
@@ -424,7 +436,7 @@ func cooldownEnd(m *Machine, strikes uint32, loc *time.Location, now time.Time) 
 	for i := 0; i <= idx; i++ {
 		c := m.Cooldowns[i]
 		e := now.Add(c.Duration)
-		if c.DayEnd {
+		if c.DayEnd && dayEnd {
 			midnight := time.Unix(0, nextDayStart(now.UnixNano(), loc))
 			if midnight.After(e) {
 				e = midnight

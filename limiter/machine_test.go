@@ -211,23 +211,44 @@ func TestStrikesDecayAndLadderGrows(t *testing.T) {
 	for i := 1; i <= 4; i++ {
 		out, _ := Apply(&rec, p, Report{Class: IPBlocked}, now)
 		d := out.Until.Sub(now)
+		if i == 4 {
+			// The third cooldown was the day-end rung: it ended at a
+			// Beijing midnight, and the probe then was refused. The
+			// provider's block does not end with its day, so the next
+			// cooldown is the rung's least duration (>=4h), not a day.
+			if d != 4*time.Hour {
+				t.Fatalf("block 4, a probe refused at midnight: cooldown %v, want 4h", d)
+			}
+			break
+		}
 		if d < prev {
 			t.Fatalf("block %d: cooldown %v shrank from %v", i, d, prev)
+		}
+		if i == 3 && out.Until.In(sh).Hour() != 0 {
+			t.Fatalf("block 3: until %v, want a Beijing midnight", out.Until.In(sh))
 		}
 		prev = d
 		now = out.Until.Add(time.Second)
 	}
-	if s := strikesAt(&rec.Rep, &p.Machine, now); s != 4 {
+	// A probe refused again, 4 hours after midnight, waits for the next
+	// midnight: the second chance is the only one.
+	now = rec.Rep.Until.Add(time.Second)
+	out, _ := Apply(&rec, p, Report{Class: IPBlocked}, now)
+	if u := out.Until.In(sh); u.Hour() != 0 || out.Until.Sub(now) < 19*time.Hour {
+		t.Fatalf("block 5, a probe refused at 04:00: until %v, want the next Beijing midnight", u)
+	}
+	now = out.Until.Add(time.Second)
+	if s := strikesAt(&rec.Rep, &p.Machine, now); s != 5 {
 		t.Fatalf("strikes %d", s)
 	}
-	if s := strikesAt(&rec.Rep, &p.Machine, now.Add(145*time.Hour)); s != 2 {
-		t.Fatalf("strikes after two clean decay periods %d, want 2", s)
+	if s := strikesAt(&rec.Rep, &p.Machine, now.Add(145*time.Hour)); s != 3 {
+		t.Fatalf("strikes after two clean decay periods %d, want 3", s)
 	}
 	// The day-end rung ends at the next Beijing midnight (16:00 UTC), at least 4h away.
 	var r2 Record
 	at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 	r2.Rep.Strikes, r2.Rep.StrikeAt = 2, at
-	out, _ := Apply(&r2, p, Report{Class: IPBlocked}, at)
+	out, _ = Apply(&r2, p, Report{Class: IPBlocked}, at)
 	if want := time.Date(2026, 11, 27, 16, 0, 0, 0, time.UTC); !out.Until.Equal(want) {
 		t.Fatalf("day-end cooldown until %v, want %v", out.Until, want)
 	}
