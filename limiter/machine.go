@@ -401,7 +401,18 @@ func learn(rep *Reputation, p *Provider, m *Machine, u *usage, now time.Time) {
 	}
 	for t := Tier(0); t < NumTiers; t++ {
 		if limit := p.Limits[t]; limit > 0 {
-			if x := u.rates[t] / float64(limit); x >= 0.9*u.maxUtil {
+			// The busiest tiers against their configured limits; and, since
+			// configured limits may be far from the provider's (unknown
+			// limits, generous defaults), every tier of up to an hour that
+			// is at least half as busy: its count is the recent pace, and a
+			// margin below it is the pace the provider just refused. A
+			// longer tier's count is mostly sending long past, and is
+			// lowered only when it is among the busiest.
+			share := 0.9
+			if tierWindows[t] <= time.Hour {
+				share = 0.5
+			}
+			if x := u.rates[t] / float64(limit); x >= share*u.maxUtil {
 				lower(t, u.rates[t])
 			}
 		}

@@ -408,6 +408,32 @@ func TestCalendarDayCeilingFromTheDaysCount(t *testing.T) {
 	}
 }
 
+// TestUnknownLimitsLearnTheHour: with generous default limits (60 a minute,
+// 2,000 an hour, 20,000 a day) a key paced at 12 a minute is blocked by a
+// provider whose hidden limit is 300 an hour. Against the configured limits
+// the minute tier looks busier (12/60) than the hour (300/2000), but the
+// hour's count is the pace the provider refused: both learn a ceiling; the
+// day, whose count is mostly the morning's, does not.
+func TestUnknownLimitsLearnTheHour(t *testing.T) {
+	t.Parallel()
+	p := testProvider(Limits{Minute: 60, Hour: 2000, Day: 20000})
+	var rec Record
+	for i := 0; i < 300; i++ {
+		Admit(&rec, p, 1, false, t0.Add(time.Duration(i)*5*time.Second))
+	}
+	Apply(&rec, p, Report{Class: IPBlocked}, t0.Add(1500*time.Second))
+	c := rec.Rep.Ceilings
+	if c[Hour] < 240 || c[Hour] > 270 {
+		t.Errorf("hour ceiling %d, want a margin below the 300 sent in the hour", c[Hour])
+	}
+	if c[Minute] < 9 || c[Minute] > 11 {
+		t.Errorf("minute ceiling %d, want a margin below the 12 sent in the last minute", c[Minute])
+	}
+	if c[Day] != 0 && c[Day] < 1000 {
+		t.Errorf("day ceiling %d: a morning's count is not the day's limit", c[Day])
+	}
+}
+
 func TestRefusedProbeLearnsNothing(t *testing.T) {
 	t.Parallel()
 	p := testProvider(Limits{Minute: 30, Hour: 600})
