@@ -162,6 +162,37 @@ func TestGmailThrottleTeachesACeiling(t *testing.T) {
 	}
 }
 
+// TestUnknownLimitsAreLearned runs the QQ-like provider (hidden 20 a
+// minute, 300 an hour) for eight simulated hours with sendgate knowing only
+// generous defaults (60 a minute, 2,000 an hour): a minute block, then an
+// hour block, must teach the ceilings, and the rest of the run is clean.
+// Before a block lowered every busy tier of up to an hour, the hour was
+// never learned: a third block, 36% goodput, an hour limit of 367.
+func TestUnknownLimitsAreLearned(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("simulation")
+	}
+	cfg := simulate.Config{Scenario: simulate.Unknown, IPs: 1, Mailers: 1, Duration: 8 * time.Hour}
+	res, err := simulate.Run(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	t.Logf("unknown limits:\n%s", res.Table())
+	checkBooks(t, "unknown", res)
+	k := res.Keys[0]
+	hidden := smtpsim.QQ().Limits[smtpsim.Hour]
+	if k.Blocks > 2 {
+		t.Errorf("blocked %d times (%v), want at most 2: one to find each limit", k.Blocks, k.ProviderBlocks)
+	}
+	if h := k.Sendgate.Limits["hour"]; h > hidden {
+		t.Errorf("hour limit %d at the end, want a learned ceiling under the hidden %d", h, hidden)
+	}
+	if gp := float64(k.Delivered) / float64(k.Capacity); gp < 0.55 {
+		t.Errorf("goodput %.1f%% (%d of %d), want at least 55%%", gp*100, k.Delivered, k.Capacity)
+	}
+}
+
 // checkBooks checks that every message attempted was delivered or refused,
 // that the provider's count agrees, and that capacity and goodput agree.
 func checkBooks(t *testing.T, name string, res simulate.Result) {
