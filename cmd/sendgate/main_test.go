@@ -265,6 +265,7 @@ func TestRunInProcess(t *testing.T) {
 		{args: []string{"serve", "--store", "sqlite"}, code: 2, stderr: []string{`--store "sqlite": want embedded, memory or redis`}},
 		{args: []string{"serve", "--log-format", "xml"}, code: 2, stderr: []string{`--log-format "xml"`}},
 		{args: []string{"serve", "--gc-heap-floor", "-1"}, code: 2, stderr: []string{"--gc-heap-floor -1: want 0 to"}},
+		{args: []string{"serve", "--store", "redis", "--redis-idle-ttl", "-1h", "--grpc-addr", "127.0.0.1:0", "--http-addr", ""}, code: 2, stderr: []string{"--redis-idle-ttl -1h0m0s: want 0"}},
 		{args: []string{"serve", "--config", badPath}, code: 1, stderr: []string{"bad.yaml:3"}},
 		{args: []string{"policy"}, code: 0, stdout: []string{"tencent:", "qq.com"}},
 		{args: []string{"policy", "--config", cfgPath}, code: 0, stdout: []string{"minute: 3"}},

@@ -63,6 +63,7 @@ calls in flight finish (for at most 10s), then the process exits 0.`,
 			fs.StringVar(&o.redisUser, "redis-username", "", "redis store: ACL user (the password comes from $SENDGATE_REDIS_PASSWORD)")
 			fs.BoolVar(&o.redisTLS, "redis-tls", false, "redis store: connect with TLS (system roots)")
 			fs.DurationVar(&o.redisTimeout, "redis-timeout", 500*time.Millisecond, "redis store: longest wait for one Redis call")
+			fs.DurationVar(&o.redisIdleTTL, "redis-idle-ttl", redisstore.DefaultIdleTTL, "redis store: Redis deletes a key this long after its last write; HELD keys and keys that need remediation are kept (0: keep every key)")
 			fs.BoolVar(&o.failOpen, "redis-fail-open", false, "redis store: while Redis is unreachable, decide from a local memory store at --fallback-share of every limit instead of answering DEFER (fail closed)")
 			fs.Float64Var(&o.fallbackShare, "fallback-share", 0.5, "redis store, fail-open: share of every tier limit the local fallback allows")
 			fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -93,7 +94,7 @@ type serveOptions struct {
 
 	redisAddr, redisPrefix, redisUser string
 	redisCluster, redisTLS, failOpen  bool
-	redisTimeout                      time.Duration
+	redisTimeout, redisIdleTTL        time.Duration
 	fallbackShare                     float64
 
 	gcHeapFloor int // MiB
@@ -138,6 +139,9 @@ func openStore(ctx context.Context, o serveOptions, pol *limiter.Policy, log *sl
 			Policy: pol.For, FlushInterval: o.flushInterval, Logger: log,
 		})
 	case "redis":
+		if o.redisIdleTTL < 0 {
+			return nil, &usageError{cmd: "serve", msg: fmt.Sprintf("serve: --redis-idle-ttl %v: want 0 (keep every key) or a positive duration", o.redisIdleTTL)}
+		}
 		ro := redisstore.Options{
 			Addrs:    splitList(o.redisAddr),
 			Cluster:  o.redisCluster,
@@ -145,6 +149,10 @@ func openStore(ctx context.Context, o serveOptions, pol *limiter.Policy, log *sl
 			Username: o.redisUser,
 			Password: os.Getenv("SENDGATE_REDIS_PASSWORD"),
 			Timeout:  o.redisTimeout,
+			IdleTTL:  o.redisIdleTTL,
+		}
+		if o.redisIdleTTL == 0 {
+			ro.IdleTTL = -1 // keep every key
 		}
 		if o.redisTLS {
 			ro.TLS = &tls.Config{MinVersion: tls.VersionTLS12}

@@ -65,6 +65,11 @@ const DefaultPrefix = "sg:"
 // DefaultTimeout is the network timeout when Options.Timeout is zero.
 const DefaultTimeout = 500 * time.Millisecond
 
+// DefaultIdleTTL is how long a key untouched by any call is kept: long
+// enough that strikes have decayed and learned ceilings have risen back to
+// the configured limits many times over.
+const DefaultIdleTTL = 30 * 24 * time.Hour
+
 // BlockCacheTTL is the longest a replica trusts a cached block without asking
 // Redis: the safety net behind the invalidation messages.
 const BlockCacheTTL = 5 * time.Second
@@ -102,6 +107,11 @@ type Options struct {
 	// PoolSize is the connection pool size per node; zero means go-redis's
 	// default (10 per CPU).
 	PoolSize int
+	// IdleTTL is how long a key is kept after its last write: Redis deletes
+	// it then (PEXPIRE). A HELD key and a key that needs remediation are
+	// never expired: they wait for an operator. Zero means
+	// [DefaultIdleTTL]; negative keeps every key forever.
+	IdleTTL time.Duration
 }
 
 // Store is the Redis store. It is safe for concurrent use. Create it with
@@ -130,6 +140,12 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
+	}
+	switch {
+	case opts.IdleTTL == 0:
+		opts.IdleTTL = DefaultIdleTTL
+	case opts.IdleTTL < 0:
+		opts.IdleTTL = 0
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
@@ -359,7 +375,7 @@ func (s *Store) scriptArgs(p *limiter.Provider, mode byte, count uint32, dryRun 
 		count = 1
 	}
 	tail := s.providerArgs(p)
-	args := make([]any, 0, 7+len(tail))
+	args := make([]any, 0, 8+len(tail))
 	dry := "0"
 	if dryRun {
 		dry = "1"
@@ -380,7 +396,14 @@ func (s *Store) scriptArgs(p *limiter.Provider, mode byte, count uint32, dryRun 
 		next = strconv.FormatInt(time.Date(y, m, dd+1, 0, 0, 0, 0, loc).UnixNano(), 10)
 	}
 	args = append(args, string(mode), strconv.FormatUint(uint64(count), 10), dry, nowArg, cal, day, next)
-	return append(args, tail...)
+	args = append(args, tail...)
+	return append(args, s.ttlArg())
+}
+
+// ttlArg is the idle TTL argument of both scripts: milliseconds, "0" for
+// none.
+func (s *Store) ttlArg() string {
+	return strconv.FormatInt(s.opts.IdleTTL.Milliseconds(), 10)
 }
 
 // providerArgs returns the part of the ARGV that depends on p alone, cached:
@@ -497,8 +520,8 @@ func (s *Store) Update(ctx context.Context, key limiter.Key, fn func(rec *limite
 			clear = "1"
 			rec.Use = limiter.Usage{}
 		}
-		args := make([]any, 0, 2+len(fields))
-		args = append(args, strconv.FormatUint(version, 10), clear)
+		args := make([]any, 0, 3+len(fields))
+		args = append(args, strconv.FormatUint(version, 10), clear, s.ttlArg())
 		args = append(args, fields...)
 		ok, err := s.cas.Run(ctx, s.client, []string{hk}, args...).Int()
 		if err != nil {

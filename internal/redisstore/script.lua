@@ -13,6 +13,7 @@
 -- ARGV[14] probe interval (ns)      ARGV[15] remediation probe interval (ns)
 -- ARGV[16] ceiling rise interval    ARGV[17] ceiling rise step
 -- ARGV[18] burst (limiter.Machine.Burst; 0: a plain token bucket)
+-- ARGV[19] idle TTL in milliseconds ("0": keep forever); see touch()
 --
 -- Lua numbers are doubles, exact for integers below 2^53 (about 104 days in
 -- nanoseconds), while Unix nanoseconds are about 1.8e18. So every instant is
@@ -94,6 +95,7 @@ local rampInterval, rampStep = tonumber(ARGV[12]), tonumber(ARGV[13])
 local probeInterval, remProbeInterval = tonumber(ARGV[14]), tonumber(ARGV[15])
 local riseInterval, riseStep = tonumber(ARGV[16]), tonumber(ARGV[17])
 local BURST = tonumber(ARGV[18]) or 0
+local TTL = tonumber(ARGV[19]) or 0
 local WIN = {1000000000, 60000000000, 3600000000000, 86400000000000}
 local WSEC = {1, 60, 3600, 86400}
 
@@ -107,6 +109,16 @@ local ceilings = {num(h[6]), num(h[7]), num(h[8]), num(h[9])}
 local ceilingAt = rel(h[10])
 local remediation = h[11] == '1'
 local probeNext = rel(h[12])
+
+-- touch restarts the key's idle TTL after a write. A HELD key (state 5)
+-- and one that needs remediation wait for an operator: never expired.
+local function touch()
+  if TTL > 0 and state ~= 5 and not remediation then
+    redis.call('PEXPIRE', key, TTL)
+  else
+    redis.call('PERSIST', key)
+  end
+end
 
 -- derive (limiter.derive): states 1 HEALTHY 2 THROTTLED 3 BLOCKED 4 PROBING 5 HELD
 local function factorOf()
@@ -265,7 +277,10 @@ if mode == 'r' then
     out[#out + 1] = 'pn'
     out[#out + 1] = abs(now)
   end
-  if #out > 0 then redis.call('HSET', key, unpack(out)) end
+  if #out > 0 then
+    redis.call('HSET', key, unpack(out))
+    touch()
+  end
   return 1
 end
 
@@ -363,4 +378,5 @@ if probe == 1 then
   out[#out + 1] = abs(now + pi)
 end
 redis.call('HSET', key, unpack(out))
+touch()
 return result()
