@@ -207,7 +207,7 @@ func benchYAML(domain string) string {
 
 // startServer starts an in-process sendgate on a loopback port and returns
 // its address and a function that stops it.
-func startServer(domain string) (string, func(), error) {
+func startServer(domain string, ht *handlerTimes) (string, func(), error) {
 	cfg, err := config.Parse("bench policy", []byte(benchYAML(domain)))
 	if err != nil {
 		return "", nil, fmt.Errorf("policy: %w", err)
@@ -231,7 +231,7 @@ func startServer(domain string) (string, func(), error) {
 		store.Close()
 		return "", nil, fmt.Errorf("listen: %w", err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.UnaryInterceptor(ht.intercept))
 	srv.Register(g)
 	go g.Serve(lis)
 	return lis.Addr().String(), func() { g.Stop(); store.Close() }, nil
@@ -320,6 +320,9 @@ type bencher struct {
 	cfg   Config
 	conns []*grpc.ClientConn
 	log   io.Writer
+	// handlers records handler times in an in-process server (nil against
+	// a running one).
+	handlers *handlerTimes
 }
 
 // Run runs the benchmark cfg describes and returns its result. It writes a
@@ -345,8 +348,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Result, error) {
 		defer gctune.Start(gctune.DefaultFloor, gctune.DefaultInterval)()
 		res.GCHeapFloor = gctune.DefaultFloor
 	}
+	b := &bencher{cfg: cfg, log: progress}
 	if cfg.Addr == "" {
-		addr, stop, err := startServer(cfg.Domain)
+		b.handlers = newHandlerTimes()
+		addr, stop, err := startServer(cfg.Domain, b.handlers)
 		if err != nil {
 			return Result{}, fmt.Errorf("bench: in-process server: %w", err)
 		}
@@ -354,7 +359,6 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Result, error) {
 		cfg.Addr, res.Addr = addr, addr
 	}
 	res.TimerLateness = Seconds(timerLateness(200))
-	b := &bencher{cfg: cfg, log: progress}
 	for i := 0; i < cfg.Conns; i++ {
 		cc, err := dialConn(cfg.Addr)
 		if err != nil {
@@ -465,17 +469,19 @@ func (b *bencher) closedLoop(ctx context.Context, rpc RPC) (Measurement, error) 
 		wg.Wait()
 		return Measurement{}, err
 	}
+	b.resetHandlers()
 	measuring.Store(true)
 	start := time.Now()
 	err := sleep(ctx, cfg.Duration)
 	measuring.Store(false)
+	hp50, hp99 := b.handlerQuantiles(rpc)
 	elapsed := time.Since(start)
 	stop.Store(true)
 	wg.Wait()
 	if err != nil {
 		return Measurement{}, err
 	}
-	run := Measurement{RPC: rpc, Mode: "max", Concurrency: cfg.Callers, Elapsed: Seconds(elapsed)}
+	run := Measurement{RPC: rpc, Mode: "max", Concurrency: cfg.Callers, Elapsed: Seconds(elapsed), HandlerP50: hp50, HandlerP99: hp99}
 	var h Histogram
 	for i := range callers {
 		h.Merge(&hists[i])
@@ -510,6 +516,15 @@ func (b *bencher) paced(ctx context.Context, rpc RPC, rate float64) (Measurement
 	errs := make([]uint64, workers)
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
+	if b.handlers != nil {
+		wg.Add(1)
+		go func() { // the handler times of the measured calls only
+			defer wg.Done()
+			if sleep(ctx, time.Until(from)) == nil {
+				b.resetHandlers()
+			}
+		}()
+	}
 	for w := 0; w < workers; w++ {
 		c := b.newCaller(rpc, b.conns[w%len(b.conns)], w, workers)
 		wg.Add(1)
@@ -554,6 +569,7 @@ func (b *bencher) paced(ctx context.Context, rpc RPC, rate float64) (Measurement
 		return Measurement{}, err
 	}
 	run := Measurement{RPC: rpc, Mode: "paced", Concurrency: workers, TargetRate: rate, Elapsed: Seconds(cfg.Duration)}
+	run.HandlerP50, run.HandlerP99 = b.handlerQuantiles(rpc)
 	var h Histogram
 	for i := 0; i < workers; i++ {
 		h.Merge(&hists[i])
@@ -562,6 +578,21 @@ func (b *bencher) paced(ctx context.Context, rpc RPC, rate float64) (Measurement
 		run.Errors += errs[i]
 	}
 	return run.finish(&h, firstErr.Load())
+}
+
+// resetHandlers starts a measurement of handler times (in-process only).
+func (b *bencher) resetHandlers() {
+	if b.handlers != nil {
+		b.handlers.reset()
+	}
+}
+
+// handlerQuantiles returns rpc's handler times since the last reset.
+func (b *bencher) handlerQuantiles(rpc RPC) (p50, p99 Seconds) {
+	if b.handlers == nil {
+		return 0, 0
+	}
+	return b.handlers.quantiles(rpc)
 }
 
 // timerLateness returns the median overshoot of n sleeps of 100µs: the

@@ -179,6 +179,16 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
+	for _, r := range append(append([]Measurement(nil), res.Runs...), res.Paced...) {
+		// The in-process server timed its handler: positive, and never
+		// longer than the whole call's p99.9 (a call contains its handler).
+		if r.HandlerP50 <= 0 || r.HandlerP99 < r.HandlerP50 || r.HandlerP99 > r.Max {
+			t.Errorf("%s/%s: handler p50 %v, p99 %v (call max %v)", r.RPC, r.Mode, time.Duration(r.HandlerP50), time.Duration(r.HandlerP99), time.Duration(r.Max))
+		}
+	}
+	if !strings.Contains(tab, "in handler p99") {
+		t.Errorf("Table lacks the handler column:\n%s", tab)
+	}
 	t.Logf("\n%s", tab)
 }
 
