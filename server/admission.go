@@ -62,13 +62,14 @@ func (s *Server) CanSendBatch(ctx context.Context, r *sendgatev1.CanSendBatchReq
 	}
 	s.decidedBatch(ctx, items, ds)
 	out := &sendgatev1.CanSendBatchResponse{Responses: make([]*sendgatev1.CanSendResponse, len(args))}
+	boxes := make([]canSendBox, len(args)) // one allocation for every response
 	for i, a := range args {
 		d := &ds[i]
 		var why string
 		if d.Verdict == limiter.Defer && (d.Reason == limiter.ReasonBlocked || d.Reason == limiter.ReasonHeld) {
 			why = s.stateReason(ctx, a.key, now)
 		}
-		out.Responses[i] = canSendResponse(d, a.key.Provider, a.count, why)
+		out.Responses[i] = fillCanSendResponse(&boxes[i], d, a.key.Provider, a.count, why)
 	}
 	return out, nil
 }

@@ -85,7 +85,13 @@ type canSendBox struct {
 // BLOCKED or HELD deferral ("" when unknown). An ALLOW costs one allocation
 // (the box); a DEFER one more (the detail sentence).
 func canSendResponse(d *limiter.Decision, provider string, count uint32, why string) *sendgatev1.CanSendResponse {
-	b := new(canSendBox)
+	return fillCanSendResponse(new(canSendBox), d, provider, count, why)
+}
+
+// fillCanSendResponse converts a decision into b, which must be zero, and
+// returns b's response. A batch allocates the boxes of all its responses
+// at once.
+func fillCanSendResponse(b *canSendBox, d *limiter.Decision, provider string, count uint32, why string) *sendgatev1.CanSendResponse {
 	r := &b.resp
 	r.Verdict = verdictToProto(d.Verdict)
 	r.Reason = reasonToProto(d.Reason)
