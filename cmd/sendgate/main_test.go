@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sendgate/sendgate/internal/testutil"
 	sendgatev1 "github.com/sendgate/sendgate/proto/sendgate/v1"
 )
 
@@ -30,23 +30,8 @@ providers:
     tiers: {minute: 3, hour: 100, day: 1000}
 `
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output written concurrently while the test reads it.
+type syncBuffer = testutil.SyncBuffer
 
 func freeAddr(t *testing.T) string {
 	t.Helper()

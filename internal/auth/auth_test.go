@@ -1,7 +1,6 @@
 package auth_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +23,7 @@ import (
 	"github.com/sendgate/sendgate/client"
 	"github.com/sendgate/sendgate/internal/auth"
 	"github.com/sendgate/sendgate/internal/resolve"
+	"github.com/sendgate/sendgate/internal/testutil"
 	"github.com/sendgate/sendgate/limiter"
 	"github.com/sendgate/sendgate/limiter/memstore"
 	"github.com/sendgate/sendgate/limiter/smtpreply"
@@ -53,23 +52,8 @@ identities:
 `
 }
 
-// syncBuffer collects log output written concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects output written concurrently while the test reads it.
+type syncBuffer = testutil.SyncBuffer
 
 // testServer is a real sendgate server on loopback, behind an Authenticator.
 type testServer struct {
