@@ -114,6 +114,18 @@ func TestShortSimulation(t *testing.T) {
 		}
 	}
 
+	// An hour has no day after day 0: the blocks-per-day target is skipped,
+	// not passed or failed, and the table says so.
+	var skipped bool
+	for _, tg := range results[1].Targets {
+		if strings.HasPrefix(tg.Name, "blocks per key per day") {
+			skipped = tg.Skipped && tg.OK
+		}
+	}
+	if !skipped || !strings.Contains(results[1].Table(), "SKIP  blocks per key per day") {
+		t.Errorf("too-high, one hour: the blocks-per-day target is not skipped: %+v", results[1].Targets)
+	}
+
 	direct, err := simulate.Run(context.Background(), shortQQ(simulate.TooHigh, true, ""), nil)
 	if err != nil {
 		t.Fatalf("direct: Run: %v", err)
