@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,6 +65,13 @@ func TestServeAndDrive(t *testing.T) {
 	var logs syncBuffer
 	srv := exec.Command(bin, "serve", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--config", cfgPath, "--no-dns", "--log-format", "json", "--data-dir", filepath.Join(dir, "data"))
 	srv.Stdout, srv.Stderr = &logs, &logs
+	// Without GOGC and GOMEMLIMIT, as on a newcomer's machine: the heap
+	// floor is on (checked below).
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOGC=") && !strings.HasPrefix(kv, "GOMEMLIMIT=") {
+			srv.Env = append(srv.Env, kv)
+		}
+	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +109,13 @@ func TestServeAndDrive(t *testing.T) {
 			t.Fatalf("not ready after 15s:\n%s", logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+
+	// The garbage collector's heap floor (--gc-heap-floor, 128 MiB) set
+	// GOGC far above 100 for this small heap; the Go runtime's own metric
+	// says so on /metrics.
+	if gogc := scrapeGauge(t, httpAddr, "go_config_gogc_percent"); gogc <= 100 {
+		t.Errorf("go_config_gogc_percent %v, want above 100 (the heap floor is off)", gogc)
 	}
 
 	// sg runs the CLI against the server and returns its stdout, stderr and
@@ -332,4 +348,30 @@ func TestHumanAndUntil(t *testing.T) {
 			t.Errorf("parseUntil(%q) = %v, %v", c.in, got, err)
 		}
 	}
+}
+
+// scrapeGauge returns the value of the unlabelled metric name on the
+// /metrics page at httpAddr.
+func scrapeGauge(t *testing.T, httpAddr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read /metrics: %v", err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
 }
