@@ -369,12 +369,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Result, error) {
 	}
 	for _, rpc := range cfg.RPCs {
 		fmt.Fprintf(progress, "bench: %s at maximum load, %d callers, %v ...\n", rpc, cfg.Callers, cfg.Duration)
-		cpu0 := processCPU()
+		cpu0, t0 := processCPU(), time.Now()
 		r, err := b.closedLoop(ctx, rpc)
 		if err != nil {
 			return Result{}, fmt.Errorf("bench: %s: %w", rpc, err)
 		}
-		r.CPU = cpuShare(cpu0, b.warmup()+cfg.Duration)
+		r.CPU = cpuShare(cpu0, time.Since(t0))
 		res.Runs = append(res.Runs, r)
 	}
 	if !cfg.NoPaced {
@@ -384,12 +384,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Result, error) {
 				rate, what = cfg.Rate, "--rate"
 			}
 			fmt.Fprintf(progress, "bench: %s paced at %.0f calls/s (%s), %v ...\n", m.RPC, rate, what, cfg.Duration)
-			cpu0 := processCPU()
+			cpu0, t0 := processCPU(), time.Now()
 			r, err := b.paced(ctx, m.RPC, rate)
 			if err != nil {
 				return Result{}, fmt.Errorf("bench: %s paced: %w", m.RPC, err)
 			}
-			r.CPU = cpuShare(cpu0, b.warmup()+cfg.Duration)
+			r.CPU = cpuShare(cpu0, time.Since(t0))
 			r.HalfOfMax = cfg.Rate == 0
 			res.Paced = append(res.Paced, r)
 		}
@@ -407,7 +407,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Result, error) {
 }
 
 // cpuShare returns the CPUs this process used on average since it had used
-// cpu0, over a run of length d (0 where CPU time is not measured).
+// cpu0, d ago (0 where CPU time is not measured).
 func cpuShare(cpu0, d time.Duration) float64 {
 	if cpu0 == 0 || d <= 0 {
 		return 0
