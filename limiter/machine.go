@@ -290,7 +290,7 @@ func block(rec *Record, p *Provider, m *Machine, r Report, reason string, now ti
 	if !remediation && !probe {
 		learn(rep, p, m, &u, now)
 	}
-	until := cooldownEnd(m, strikes, p.location(), now, !probe || !probingSinceMidnight(rep, p))
+	until := cooldownEnd(m, strikes, p.location(), now, !probingSinceMidnight(rep, p))
 	if remediation {
 		until = cooldownEnd(m, uint32(len(m.Cooldowns)), p.location(), now, true)
 		reason += "; needs remediation: blocked far below every limit, a reputation problem: ask the provider to delist the IP, then release the key"

@@ -3,7 +3,8 @@
 -- KEYS[1]  the key's hash
 -- ARGV[1]  the version the caller read ("0" for none)
 -- ARGV[2]  "1" to delete the usage fields too (a reset)
--- ARGV[3]  idle TTL in milliseconds ("0": keep forever)
+-- ARGV[3]  idle TTL in milliseconds ("0": keep forever: the caller's
+--          choice for a HELD key and one that needs remediation)
 -- ARGV[4..] field/value pairs of the new reputation, "v" among them
 --
 -- Returns 1 when written, 0 when the stored version differs (the caller
@@ -16,12 +17,8 @@ if ARGV[2] == '1' then
     'w0s', 'w0c', 'w0p', 'w1s', 'w1c', 'w1p', 'w2s', 'w2c', 'w2p', 'w3s', 'w3c', 'w3p', 'pn')
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
--- A HELD key (state 5) and one that needs remediation wait for an
--- operator: they never expire. Any other key expires after the idle TTL
--- without a write.
-local st, rem = unpack(redis.call('HMGET', KEYS[1], 'st', 'rem'))
 local ttl = tonumber(ARGV[3])
-if ttl > 0 and st ~= '5' and rem ~= '1' then
+if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
 else
   redis.call('PERSIST', KEYS[1])

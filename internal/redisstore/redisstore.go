@@ -121,6 +121,7 @@ type Store struct {
 	cluster bool
 	prefix  string
 	opts    Options
+	ttl     string // the idle TTL argument of the scripts: milliseconds, "0" for none
 	admit   *redis.Script
 	cas     *redis.Script
 	args    sync.Map // *limiter.Provider -> []any: the provider's ARGV tail
@@ -183,6 +184,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 func newStore(ctx context.Context, c redis.UniversalClient, cluster bool, opts Options) (*Store, error) {
 	s := &Store{
 		client: c, cluster: cluster, prefix: opts.Prefix, opts: opts,
+		ttl:   strconv.FormatInt(opts.IdleTTL.Milliseconds(), 10),
 		admit: redis.NewScript(admitSource),
 		cas:   redis.NewScript(casSource),
 		done:  make(chan struct{}),
@@ -397,13 +399,7 @@ func (s *Store) scriptArgs(p *limiter.Provider, mode byte, count uint32, dryRun 
 	}
 	args = append(args, string(mode), strconv.FormatUint(uint64(count), 10), dry, nowArg, cal, day, next)
 	args = append(args, tail...)
-	return append(args, s.ttlArg())
-}
-
-// ttlArg is the idle TTL argument of both scripts: milliseconds, "0" for
-// none.
-func (s *Store) ttlArg() string {
-	return strconv.FormatInt(s.opts.IdleTTL.Milliseconds(), 10)
+	return append(args, s.ttl)
 }
 
 // providerArgs returns the part of the ARGV that depends on p alone, cached:
@@ -520,8 +516,14 @@ func (s *Store) Update(ctx context.Context, key limiter.Key, fn func(rec *limite
 			clear = "1"
 			rec.Use = limiter.Usage{}
 		}
+		// A HELD key and one that needs remediation wait for an operator:
+		// they never expire.
+		ttl := s.ttl
+		if rec.Rep.State == limiter.Held || rec.Rep.Remediation {
+			ttl = "0"
+		}
 		args := make([]any, 0, 3+len(fields))
-		args = append(args, strconv.FormatUint(version, 10), clear, s.ttlArg())
+		args = append(args, strconv.FormatUint(version, 10), clear, ttl)
 		args = append(args, fields...)
 		ok, err := s.cas.Run(ctx, s.client, []string{hk}, args...).Int()
 		if err != nil {
